@@ -1,0 +1,38 @@
+"""Making envs by id: registered gymnasium ids or ``"package.module:Class"`` entry points."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import gymnasium as gym
+
+import agentopd  # noqa: F401  (registers agentopd/* ids)
+
+DEFAULT_MAX_TURNS = 12
+
+
+def make_env(env_id: str, **kwargs: Any) -> gym.Env:
+    """``gymnasium.make`` for registered ids; entry points ``pkg.mod:Class`` are imported,
+    registered on the fly and made the same way (with a turn limit)."""
+    if env_id not in gym.registry and ":" in env_id:
+        module, _, attr = env_id.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise ValueError(f"cannot import env entry point {env_id!r}: {e}") from e
+        max_turns = getattr(cls, "max_turns", DEFAULT_MAX_TURNS)
+        gym.register(id=env_id, entry_point=cls, max_episode_steps=max_turns)
+    if env_id not in gym.registry:
+        ours = sorted(k for k in gym.registry if k.startswith("agentopd/"))
+        raise ValueError(
+            f"unknown env {env_id!r}. Registered agentopd envs: {', '.join(ours)}. "
+            "Register yours with gymnasium.register(...) in a module you import, or pass "
+            "'package.module:Class'."
+        )
+    return gym.make(env_id, disable_env_checker=True, **kwargs)
+
+
+def agentopd_env_ids() -> list[str]:
+    """Every registered env id in the agentopd namespace."""
+    return sorted(k for k in gym.registry if k.startswith("agentopd/"))

@@ -1,0 +1,1 @@
+"""Released task suites (installed as agentopd.tasks)."""

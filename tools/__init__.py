@@ -1,0 +1,1 @@
+"""Sandboxed tools (installed as agentopd.tools)."""

@@ -30,7 +30,7 @@ TOOL_PROMPT = """You can call these tools:
 To call a tool, write exactly:
 <tool_call>{{"name": "<tool name>", "arguments": {{<arguments as JSON>}}}}</tool_call>
 You may make several calls in one turn. Results come back in tool messages.
-When you have what you need, reply without any tool call. {answer_format}"""
+When you have what you need, reply without any tool call. {answer_format}{example}"""
 
 
 @dataclass
@@ -55,6 +55,8 @@ class ToolEnv(gym.Env[list, str]):
     family: ClassVar[str] = ""
     instructions: ClassVar[str] = "You are a helpful assistant that uses tools."
     answer_format: ClassVar[str] = "Give your final answer as: Answer: <answer>"
+    example: ClassVar[str] = ""
+    """A short worked exchange shown in the system prompt (small models need one)."""
 
     def __init__(
         self,
@@ -114,6 +116,7 @@ class ToolEnv(gym.Env[list, str]):
         system = self.instructions + "\n\n" + TOOL_PROMPT.format(
             schemas="\n".join(json.dumps(s) for s in self.toolset.schemas),
             answer_format=self.answer_format,
+            example=f"\n\nExample:\n{self.example.strip()}" if self.example else "",
         )
         obs = [
             {"role": "system", "content": system},

@@ -22,6 +22,12 @@ class CalcEnv(ToolEnv):
         "tool for arithmetic instead of computing in your head."
     )
     answer_format = "Give your final answer as: Answer: <number>"
+    example = """
+user: What is 17 * 23?
+assistant: <tool_call>{"name": "calculator", "arguments": {"expression": "17 * 23"}}</tool_call>
+tool: 391
+assistant: Answer: 391
+"""
 
     def _init_state(self, task) -> None:
         self.answers: list[float] = [float(a) for a in task.data["answers"]]

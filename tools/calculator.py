@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import math
 import operator
+import re
 
 from agentopd.tools.core import ToolFailure
 
@@ -42,7 +43,8 @@ def evaluate(expression: str) -> float:
     """Evaluate an arithmetic expression; raise ToolFailure with a reason on bad input."""
     if len(expression) > MAX_EXPR_CHARS:
         raise ToolFailure(f"expression longer than {MAX_EXPR_CHARS} characters")
-    expr = expression.replace("^", "**").replace("×", "*").replace("÷", "/").replace(",", "")
+    expr = expression.replace("^", "**").replace("×", "*").replace("÷", "/")
+    expr = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", expr)  # thousands separators: 1,234
     try:
         tree = ast.parse(expr.strip(), mode="eval")
     except SyntaxError:

@@ -1,6 +1,6 @@
 """Deterministic generator of the calc suite (v1). Run: python tasks/calc/generate.py
 
-Difficulty 1: one arithmetic question, one calculator step.
+Difficulty 1: one arithmetic question, one calculator step (some with small numbers).
 Difficulty 2: a word problem needing 2-3 dependent calculator steps.
 Difficulty 3: two or three user requests in one episode; follow-ups build on the last answer.
 """
@@ -20,6 +20,9 @@ NAMES = ["Ana", "Ben", "Chen", "Dara", "Eli", "Fatima", "Goran", "Hana", "Ivo", 
 
 
 def _simple(r: random.Random) -> tuple[str, list[str]]:
+    if r.random() < 0.4:  # small enough that a 135M model sometimes answers without the tool
+        a, b, op = r.randint(2, 15), r.randint(2, 9), r.choice(["+", "-", "*"])
+        return f"What is {a} {op} {b}?", [f"{a} {op} {b}"]
     op = r.choice(["+", "-", "*", "/"])
     if op == "/":
         b = r.randint(3, 40)

@@ -1,0 +1,80 @@
+"""The `agentopd` command line."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(help="On-policy distillation for multi-turn tool-using LLM agents.",
+                  no_args_is_help=True, add_completion=False)
+console = Console()
+
+
+@app.command("eval")
+def eval_cmd(
+    env: str = typer.Option(..., help="Env id (agentopd/Calc-v0) or entry point pkg.module:Class."),
+    model: str = typer.Option("hf:smollm2-135m", help="hf:<name-or-path> or 'oracle'."),
+    split: str = typer.Option("test", help="Task split: train or test."),
+    n: Optional[int] = typer.Option(None, help="Evaluate the first N tasks (default: all)."),  # noqa: UP045
+    seed: int = typer.Option(0, help="Sampling and env seed."),
+    out: Optional[str] = typer.Option(None, help="Write episodes.jsonl and summary.json here."),  # noqa: UP045
+    temperature: float = typer.Option(0.0, help="Sampling temperature (0 = greedy)."),
+    max_new_tokens: int = typer.Option(256, help="Per-turn token cap."),
+    batch_size: int = typer.Option(32, help="Episodes rolled out together."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+) -> None:
+    """Benchmark an agent on a released task split: success, per-turn success, tool errors."""
+    from agentopd.evaluate import EvalConfig, run_eval
+
+    run_eval(EvalConfig(env=env, model=model, split=split, n=n, seed=seed, out=out,
+                        temperature=temperature, max_new_tokens=max_new_tokens,
+                        batch_size=batch_size, device=device), console)
+
+
+@app.command("envs")
+def envs_cmd() -> None:
+    """List the registered agentopd environments and their task counts."""
+    from rich.table import Table
+
+    from agentopd.registry import agentopd_env_ids, make_env
+
+    table = Table(title="agentopd environments")
+    for col in ("id", "family", "train", "test", "turn budget"):
+        table.add_column(col)
+    import gymnasium as gym
+
+    for env_id in agentopd_env_ids():
+        counts = []
+        for split in ("train", "test"):
+            try:
+                e = make_env(env_id, split=split)
+                counts.append(str(len(e.unwrapped.tasks)))
+                family = getattr(e.unwrapped, "family", "?")
+                e.close()
+            except Exception as ex:  # noqa: BLE001 - listed, not fatal
+                counts.append(f"error: {ex}")
+                family = "?"
+        table.add_row(env_id, family, *counts, str(gym.spec(env_id).max_episode_steps))
+    console.print(table)
+
+
+@app.command("check-env")
+def check_env_cmd(
+    env: str = typer.Argument(..., help="Env id or pkg.module:Class."),
+    max_tasks: Optional[int] = typer.Option(None, help="Check the oracle on at most N tasks per split."),  # noqa: UP045
+) -> None:
+    """Check an env: API and spaces, seeded determinism, tool-error handling, oracle on every task."""
+    from agentopd.env_checker import check_env
+
+    problems = check_env(env, max_tasks=max_tasks, log=console.print)
+    if problems:
+        for p in problems:
+            console.print(f"[red]FAIL[/] {p}")
+        raise typer.Exit(1)
+    console.print(f"[green]OK[/] {env}")
+
+
+if __name__ == "__main__":
+    app()

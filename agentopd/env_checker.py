@@ -1,0 +1,98 @@
+"""`check_env`: does an env honour the agentopd contract? (in the spirit of Gymnasium's checker)
+
+Checks: gymnasium API and spaces; observations are chat messages; info keys; seeded
+determinism (same seed -> same task and same transcript); malformed and unknown tool calls
+come back as tool errors instead of exceptions; the skill card; and the oracle solving every
+task of every split with every oracle turn passing the per-turn check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import gymnasium as gym
+
+from agentopd.registry import make_env
+
+STEP_INFO_KEYS = ("turn", "request_index", "tool_calls", "tool_results", "tool_errors", "oracle_ok")
+SKILL_KEYS = ("success_analysis", "mistake_analysis", "golden_workflow")
+
+
+def check_env(env_id: str, max_tasks: int | None = None, splits: tuple[str, ...] = ("train", "test"),
+              log: Callable[[str], None] = lambda s: None) -> list[str]:
+    """Return a list of problems (empty when the env passes)."""
+    problems: list[str] = []
+
+    def expect(cond: bool, msg: str) -> bool:
+        if not cond:
+            problems.append(msg)
+        return cond
+
+    env = make_env(env_id, split=splits[0])
+    u = env.unwrapped
+    expect(isinstance(u, gym.Env), "env is not a gymnasium.Env")
+    for attr in ("oracle_action", "skill_card", "tasks"):
+        expect(hasattr(u, attr), f"env has no {attr!r} (agentopd envs need an oracle, a skill card and tasks)")
+    if problems:
+        return problems
+    expect(isinstance(env.observation_space, gym.Space), "observation_space is not a gymnasium Space")
+    expect(isinstance(env.action_space, gym.Space), "action_space is not a gymnasium Space")
+
+    # API and spaces
+    obs, info = env.reset(seed=123)
+    expect(env.observation_space.contains(obs), f"reset observation not in observation_space: {obs!r:.200}")
+    expect(isinstance(info, dict) and "task_id" in info, "reset info must be a dict with 'task_id'")
+    expect(bool(obs) and obs[0]["role"] == "system", "first message must be the system prompt")
+    card = u.skill_card()
+    expect(isinstance(card, dict) and all(k in card for k in SKILL_KEYS), f"skill_card needs keys {SKILL_KEYS}")
+    for bad in ('<tool_call>{"name": "no_such_tool", "arguments": {}}</tool_call>',
+                "<tool_call>{not json</tool_call>", '<tool_call>{"name": 3}</tool_call>'):
+        env.reset(seed=123)
+        try:
+            out = env.step(bad)
+        except Exception as e:  # noqa: BLE001
+            problems.append(f"step raised {type(e).__name__} on a malformed tool call {bad!r}: {e}")
+            continue
+        if expect(isinstance(out, tuple) and len(out) == 5, "step must return (obs, reward, terminated, truncated, info)"):
+            o, r, term, trunc, inf = out
+            expect(env.observation_space.contains(o), "step observation not in observation_space")
+            expect(isinstance(r, (int, float)), "reward must be a number")
+            expect(isinstance(term, bool) and isinstance(trunc, bool), "terminated/truncated must be bools")
+            expect(all(k in inf for k in STEP_INFO_KEYS), f"step info needs keys {STEP_INFO_KEYS}")
+            expect(inf.get("tool_errors", 0) >= 1, f"malformed call {bad!r} did not count as a tool error")
+            expect(any(m["role"] == "tool" for m in o), f"malformed call {bad!r} got no tool message back")
+
+    # determinism: same seed -> same task, same transcript under the oracle
+    def transcript(seed: int) -> list:
+        o, i = env.reset(seed=seed)
+        msgs = [i["task_id"], *o]
+        for _ in range(30):
+            o, r, term, trunc, i = env.step(u.oracle_action())
+            msgs += [*o, r]
+            if term or trunc:
+                break
+        return msgs
+
+    expect(transcript(7) == transcript(7), "same seed gave different transcripts (not deterministic)")
+    env.close()
+
+    # oracle on every task of every split
+    for split in splits:
+        env = make_env(env_id, split=split)
+        tasks = list(env.unwrapped.tasks)[:max_tasks]
+        failed = []
+        for task in tasks:
+            env.reset(seed=0, options={"task": task.id})
+            info, bad_turn = {}, None
+            for _ in range(64):
+                obs, r, term, trunc, info = env.step(env.unwrapped.oracle_action())
+                if info.get("oracle_ok") is False and bad_turn is None:
+                    bad_turn = info.get("turn")
+                if term or trunc:
+                    break
+            if not info.get("success") or bad_turn is not None:
+                failed.append(f"{task.id} (success={info.get('success')}, first failing turn={bad_turn})")
+        env.close()
+        log(f"{env_id} {split}: oracle solved {len(tasks) - len(failed)}/{len(tasks)} tasks")
+        expect(not failed, f"oracle failed {len(failed)} {split} task(s): {', '.join(failed[:5])}")
+    return problems

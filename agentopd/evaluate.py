@@ -1,0 +1,108 @@
+"""`agentopd eval`: benchmark an agent on a released task split."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from agentopd.metrics import per_turn_success, summarize
+from agentopd.registry import make_env
+from agentopd.types import Episode
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Options of `agentopd eval`."""
+
+    env: str
+    """Env id (``agentopd/Calc-v0``) or entry point (``pkg.module:Class``)."""
+    model: str = "hf:smollm2-135m"
+    """Model spec: ``hf:<name-or-path>`` or ``oracle``."""
+    split: str = "test"
+    n: int | None = None
+    """Number of tasks (the first n of the split); default: all."""
+    seed: int = 0
+    out: str | None = None
+    """Directory for ``episodes.jsonl`` and ``summary.json``."""
+    temperature: float = 0.0
+    max_new_tokens: int = 256
+    max_context_tokens: int = 4096
+    batch_size: int = 32
+    device: str = "cpu"
+
+
+def run_eval(cfg: EvalConfig, console: Console | None = None) -> tuple[dict[str, float], list[Episode]]:
+    console = console or Console()
+    env = make_env(cfg.env, split=cfg.split)
+    tasks = list(env.unwrapped.tasks)
+    env.close()
+    if cfg.n is not None:
+        tasks = tasks[: cfg.n]
+    ids = [t.id for t in tasks]
+    seeds = [cfg.seed + i for i in range(len(ids))]
+    make = lambda: make_env(cfg.env, split=cfg.split)  # noqa: E731
+    t0 = time.time()
+    episodes: list[Episode] = []
+    with Progress(TextColumn("[bold]eval[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=False) as bar:
+        job = bar.add_task(f"{cfg.env} {cfg.model}", total=len(ids))
+        if cfg.model == "oracle":
+            from agentopd.oracle_agent import run_oracle_episodes
+
+            episodes = run_oracle_episodes(make, ids, seeds, cfg.env, on_done=lambda: bar.advance(job))
+        else:
+            from agentopd.models import parse_spec
+            from agentopd.policy import HFPolicy, SamplingParams
+            from agentopd.rollout import RolloutConfig, run_episodes
+
+            spec = parse_spec(cfg.model)
+            if spec.backend != "hf":
+                raise SystemExit(f"backend {spec.backend!r} is not available yet; use hf:<model> or oracle")
+            policy = HFPolicy.from_spec(spec.name, device=cfg.device, max_batch=cfg.batch_size)
+            rcfg = RolloutConfig(SamplingParams(cfg.max_new_tokens, cfg.temperature, seed=cfg.seed),
+                                 max_context_tokens=cfg.max_context_tokens)
+            for c in range(0, len(ids), cfg.batch_size):
+                chunk = slice(c, c + cfg.batch_size)
+                done_before = len(episodes)
+                n_chunk = len(ids[chunk])
+
+                def progress(turn: int, live: int, base=done_before, n=n_chunk) -> None:
+                    bar.update(job, completed=base + n - live)
+
+                episodes += run_episodes(make, policy, ids[chunk], seeds[chunk], rcfg, cfg.env, progress)
+                bar.update(job, completed=len(episodes))
+    summary = summarize(episodes)
+    summary["eval/seconds"] = time.time() - t0
+    if cfg.out:
+        out = Path(cfg.out)
+        out.mkdir(parents=True, exist_ok=True)
+        with (out / "episodes.jsonl").open("w") as f:
+            for ep in episodes:
+                f.write(json.dumps(ep.to_json()) + "\n")
+        (out / "summary.json").write_text(json.dumps({"config": asdict(cfg), "metrics": summary}, indent=2))
+    print_summary(console, cfg, summary, episodes)
+    return summary, episodes
+
+
+def print_summary(console: Console, cfg: EvalConfig, summary: dict[str, float], episodes: list[Episode]) -> None:
+    table = Table(title=f"{cfg.env} | {cfg.model} | {cfg.split} split | {len(episodes)} episodes")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("success rate", f"{summary['eval/success']:.3f}")
+    table.add_row("tool-error rate", f"{summary['tool/error_rate']:.3f}")
+    table.add_row("tool calls / episode", f"{summary['tool/calls_per_episode']:.2f}")
+    table.add_row("mean turns", f"{summary['eval/mean_turns']:.2f}")
+    table.add_row("infra errors", f"{int(summary['eval/infra_errors'])}")
+    for k, v in sorted(summary.items()):
+        if k.startswith("stop/"):
+            table.add_row(k, f"{v:.3f}")
+    console.print(table)
+    curve = per_turn_success(episodes)
+    console.print("per-turn success (still on track after turn t): "
+                  + "  ".join(f"t{t}={v:.2f}" for t, v in enumerate(curve)))

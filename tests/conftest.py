@@ -1,0 +1,26 @@
+"""Shared fixtures: the real SmolLM2 tokenizer and tiny models built from a config."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from agentopd.models import load_tokenizer
+
+    return load_tokenizer("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tokenizer):
+    from agentopd.models import tiny_model_from
+
+    return tiny_model_from(tokenizer, seed=0)
+
+
+@pytest.fixture()
+def tiny_policy(tiny_model, tokenizer):
+    from agentopd.policy import HFPolicy
+
+    return HFPolicy(tiny_model, tokenizer, max_batch=8)

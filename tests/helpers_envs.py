@@ -1,0 +1,78 @@
+"""A third-party env as a user would write it (the README's example), plus a scripted policy."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from agentopd.envs.base import ToolEnv
+from agentopd.policy import Sample, SamplingParams
+from agentopd.tools.core import format_tool_call
+from agentopd.types import Task
+
+TASKS = [
+    Task(id=f"echo-{i}", family="echo", split="train",
+         requests=(f"Shout the word '{w}' with the shout tool, then tell me the result.",),
+         data={"word": w})
+    for i, w in enumerate(["hello", "agents", "distill"])
+]
+
+
+def shout(text: str) -> str:
+    """Return the text in upper case.
+
+    Args:
+        text: What to shout.
+    """
+    return text.upper()
+
+
+class EchoEnv(ToolEnv):
+    """One tool, one request: call shout(word), then answer with the result."""
+
+    family = "echo"
+    instructions = "You shout words for the user."
+
+    def __init__(self, split: str = "train", **kw):
+        super().__init__(split=split, tasks=[Task(t.id, t.family, split, t.requests, t.data) for t in TASKS], **kw)
+
+    def _tools(self):
+        return [shout]
+
+    def _check_request(self, index: int, answer: str) -> bool:
+        return self.task.data["word"].upper() in answer
+
+    def oracle_action(self) -> str:
+        if not self.log.ok_results("shout"):
+            return format_tool_call("shout", {"text": self.task.data["word"]})
+        return f"Answer: {self.task.data['word'].upper()}"
+
+    def skill_card(self) -> dict:
+        return {"success_analysis": "call shout once", "mistake_analysis": "answering without the tool",
+                "golden_workflow": ["shout(word)", "Answer: WORD"]}
+
+
+class BrokenEnv(EchoEnv):
+    """An env whose infrastructure fails on the second turn (not a tool error)."""
+
+    def step(self, action):
+        if self.turn >= 1:
+            raise OSError("disk went away")
+        return super().step(action)
+
+
+class ScriptedPolicy:
+    """Test double at the model boundary: replies with fixed texts, tokenized canonically."""
+
+    def __init__(self, tokenizer, texts: Sequence[str], end: bool = True):
+        self.tokenizer = tokenizer
+        self.texts = list(texts)
+        self.end = end
+        self.calls = 0
+
+    def sample(self, prompts, params: SamplingParams) -> list[Sample]:
+        text = self.texts[min(self.calls, len(self.texts) - 1)]
+        self.calls += 1
+        ids = self.tokenizer.encode(text, add_special_tokens=False)[: params.max_new_tokens]
+        if self.end and len(ids) < params.max_new_tokens:
+            ids = [*ids, self.tokenizer.eos_token_id]
+        return [Sample(tuple(ids), tuple([-0.5] * len(ids)), "stop" if self.end else "length") for _ in prompts]

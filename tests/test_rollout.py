@@ -1,0 +1,82 @@
+import math
+
+import gymnasium as gym
+
+from agentopd.registry import make_env
+from agentopd.render import Renderer
+from agentopd.rollout import RolloutConfig, run_episodes
+from agentopd.policy import SamplingParams
+from agentopd.tools.core import format_tool_call
+from agentopd.types import StopReason
+from helpers_envs import ScriptedPolicy
+
+CALC = lambda: make_env("agentopd/Calc-v0", split="train")  # noqa: E731
+CFG = RolloutConfig(SamplingParams(max_new_tokens=24, temperature=1.0, seed=5), max_context_tokens=2048)
+
+
+def _check_invariants(ep):
+    n = len(ep.token_ids)
+    assert len(ep.loss_mask) == len(ep.logprobs) == n
+    in_span = [0] * n
+    for t in ep.turns:
+        assert 0 <= t.start < t.end <= n
+        for i in range(t.start, t.end):
+            in_span[i] = 1
+    assert list(ep.loss_mask) == in_span  # only sampled tokens carry loss
+    assert all(lp == 0.0 for lp, m in zip(ep.logprobs, ep.loss_mask) if not m)
+    assert all(lp <= 0.0 and math.isfinite(lp) for lp in ep.logprobs)
+    assert [t.index for t in ep.turns] == list(range(len(ep.turns)))
+
+
+def test_batched_rollout_with_tiny_model(tiny_policy):
+    eps = run_episodes(CALC, tiny_policy, [0, 1, 2, 3, 4], [0, 1, 2, 3, 4], CFG, "agentopd/Calc-v0")
+    assert len(eps) == 5
+    for ep in eps:
+        _check_invariants(ep)
+        assert ep.stop_reason in (StopReason.DONE, StopReason.TURN_LIMIT, StopReason.TOKEN_LIMIT)
+        assert ep.num_turns >= 1
+    again = run_episodes(CALC, tiny_policy, [0, 1, 2, 3, 4], [0, 1, 2, 3, 4], CFG, "agentopd/Calc-v0")
+    assert [e.token_ids for e in eps] == [e.token_ids for e in again]  # reproducible
+
+
+def test_scripted_oracle_like_rollout_solves_and_matches_full_render(tokenizer):
+    env = CALC()
+    task = env.unwrapped.tasks[1]  # a one-request, two-step word problem
+    env.reset(options={"task": task.id})
+    script = []
+    while True:
+        a = env.unwrapped.oracle_action()
+        script.append(a)
+        *_, term, trunc, _ = env.step(a)
+        if term or trunc:
+            break
+    pol = ScriptedPolicy(tokenizer, script)
+    (ep,) = run_episodes(CALC, pol, [task.id], [0], RolloutConfig(SamplingParams(max_new_tokens=64)))
+    _check_invariants(ep)
+    assert ep.success and ep.stop_reason == StopReason.DONE
+    assert all(t.oracle_ok for t in ep.turns)
+    assert list(ep.token_ids) == Renderer(tokenizer).full_ids(ep.messages)
+    for t in ep.turns:  # each span decodes back to the turn text (+ the end-of-turn token)
+        assert tokenizer.decode(ep.token_ids[t.start : t.end - 1]) == t.text
+
+
+def test_turn_limit_and_token_limit(tokenizer):
+    looping = ScriptedPolicy(tokenizer, [format_tool_call("calculator", {"expression": "1 + 1"})])
+    (ep,) = run_episodes(CALC, looping, [0], [0], RolloutConfig(SamplingParams(max_new_tokens=64), max_context_tokens=100_000))
+    assert ep.stop_reason == StopReason.TURN_LIMIT
+    assert ep.num_turns == gym.spec("agentopd/Calc-v0").max_episode_steps
+    assert not ep.success
+    looping = ScriptedPolicy(tokenizer, [format_tool_call("calculator", {"expression": "1 + 1"})])
+    (ep,) = run_episodes(CALC, looping, [0], [0], RolloutConfig(SamplingParams(max_new_tokens=64), max_context_tokens=700))
+    assert ep.stop_reason == StopReason.TOKEN_LIMIT
+    assert len(ep.token_ids) + 64 > 700
+
+
+def test_infrastructure_failure_becomes_error_episode(tokenizer):
+    from helpers_envs import BrokenEnv
+
+    pol = ScriptedPolicy(tokenizer, [format_tool_call("shout", {"text": "x"})])
+    (ep,) = run_episodes(lambda: BrokenEnv(), pol, ["echo-0"], [0], RolloutConfig(SamplingParams(max_new_tokens=64)))
+    assert ep.stop_reason == StopReason.ERROR
+    assert "disk went away" in ep.error
+    assert not ep.success

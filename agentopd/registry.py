@@ -21,8 +21,12 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
             cls = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as e:
             raise ValueError(f"cannot import env entry point {env_id!r}: {e}") from e
-        max_turns = getattr(cls, "max_turns", DEFAULT_MAX_TURNS)
-        gym.register(id=env_id, entry_point=cls, max_episode_steps=max_turns)
+        # gymnasium reads "a:b" in an id as "import a, make b", so register under a plain id.
+        entry_id = f"entrypoint/{module}.{attr}"
+        if entry_id not in gym.registry:
+            max_turns = getattr(cls, "max_turns", DEFAULT_MAX_TURNS)
+            gym.register(id=entry_id, entry_point=cls, max_episode_steps=max_turns)
+        env_id = entry_id
     if env_id not in gym.registry:
         ours = sorted(k for k in gym.registry if k.startswith("agentopd/"))
         raise ValueError(

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from agentopd.envs.base import ToolEnv
-from agentopd.policy import Sample, SamplingParams
 from agentopd.tools.core import format_tool_call
+
+from agentopd.policy import Sample, SamplingParams
 from agentopd.types import Task
 
 TASKS = [

@@ -1,14 +1,14 @@
 import math
 
 import gymnasium as gym
+from agentopd.tools.core import format_tool_call
+from helpers_envs import ScriptedPolicy
 
+from agentopd.policy import SamplingParams
 from agentopd.registry import make_env
 from agentopd.render import Renderer
 from agentopd.rollout import RolloutConfig, run_episodes
-from agentopd.policy import SamplingParams
-from agentopd.tools.core import format_tool_call
 from agentopd.types import StopReason
-from helpers_envs import ScriptedPolicy
 
 CALC = lambda: make_env("agentopd/Calc-v0", split="train")  # noqa: E731
 CFG = RolloutConfig(SamplingParams(max_new_tokens=24, temperature=1.0, seed=5), max_context_tokens=2048)

@@ -1,9 +1,15 @@
 import json
 
 import pytest
-
 from agentopd.tools.calculator import calculator, evaluate
-from agentopd.tools.core import Tool, ToolFailure, ToolSet, ToolTimeout, format_tool_call, parse_tool_calls
+from agentopd.tools.core import (
+    Tool,
+    ToolFailure,
+    ToolSet,
+    ToolTimeout,
+    format_tool_call,
+    parse_tool_calls,
+)
 
 
 def move(src: str, dst: str, overwrite: bool = False, tags: list[str] | None = None) -> str:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from agentopd.suites import write_jsonl
 from agentopd.tools.calculator import evaluate, format_number
+
+from agentopd.suites import write_jsonl
 
 VERSION = 1
 COUNTS = {"train": 300, "test": 100}

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import gymnasium as gym
 import pytest
-
-import agentopd  # noqa: F401  (registers the envs)
 from agentopd.envs.files import FilesEnv, answer_ok, next_op
-from agentopd.suites import load_tasks
 from agentopd.tools.core import ToolFailure, ToolSet, format_tool_call, parse_tool_calls
 from agentopd.tools.vfs import MAX_FILE_CHARS, MAX_GREP_MATCHES, MAX_LS_ENTRIES, VFS
+
+import agentopd  # noqa: F401  (registers the envs)
+from agentopd.suites import load_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -348,13 +348,12 @@ def test_verifier_rejects_wrong_end_states(train_tasks):
     assert term and not info["success"]
     # moved but renamed, although the name had to be kept
     env.reset(options={"task": task.id})
-    while parse_tool_calls(action := env.oracle_action()):
-        calls = parse_tool_calls(action)
-        if calls[0].name == "mv":
-            action = format_tool_call("mv", {"src": calls[0].arguments["src"], "dst": calls[0].arguments["dst"] + ".bak"})
-        env.step(action)
-    _, _, _, _, info = env.step("Done.")
-    assert not info["success"]
+    while (calls := parse_tool_calls(env.oracle_action()))[0].name != "mv":
+        env.step(env.oracle_action())
+    src, dst = calls[0].arguments["src"], calls[0].arguments["dst"]
+    env.step(format_tool_call("mv", {"src": src, "dst": dst + ".bak"}))
+    _, _, term, _, info = env.step("Done.")
+    assert term and not info["success"]
 
 
 def test_verifier_checks_answers(train_tasks):

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import gymnasium as gym
-from agentopd.tools.core import ToolSet, parse_tool_calls
 
 from agentopd.spaces import MessagesSpace, TextSpace
 from agentopd.suites import load_tasks
+from agentopd.tools.core import ToolSet, parse_tool_calls
 from agentopd.types import Message, StopReason, Task, ToolCall, ToolResult
 
 TOOL_PROMPT = """You can call these tools:

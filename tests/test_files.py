@@ -8,12 +8,12 @@ from pathlib import Path
 
 import gymnasium as gym
 import pytest
-from agentopd.envs.files import FilesEnv, answer_ok, next_op
-from agentopd.tools.core import ToolFailure, ToolSet, format_tool_call, parse_tool_calls
-from agentopd.tools.vfs import MAX_FILE_CHARS, MAX_GREP_MATCHES, MAX_LS_ENTRIES, VFS
 
 import agentopd  # noqa: F401  (registers the envs)
+from agentopd.envs.files import FilesEnv, answer_ok, next_op
 from agentopd.suites import load_tasks
+from agentopd.tools.core import ToolFailure, ToolSet, format_tool_call, parse_tool_calls
+from agentopd.tools.vfs import MAX_FILE_CHARS, MAX_GREP_MATCHES, MAX_LS_ENTRIES, VFS
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,13 +8,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import gymnasium
 import pytest
+
+import agentopd  # noqa: F401  (registers the envs)
 from agentopd.envs.sql import SQLEnv
+from agentopd.suites import load_tasks, suite_path
 from agentopd.tasks.sql import generate as gen
 from agentopd.tools.core import format_tool_call
 from agentopd.tools.sql import SQLDatabase
-
-import agentopd  # noqa: F401  (registers the envs)
-from agentopd.suites import load_tasks, suite_path
 
 
 def call(name: str, **arguments) -> str:

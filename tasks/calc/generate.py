@@ -10,9 +10,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from agentopd.tools.calculator import evaluate, format_number
-
 from agentopd.suites import write_jsonl
+from agentopd.tools.calculator import evaluate, format_number
 
 VERSION = 1
 COUNTS = {"train": 300, "test": 100}

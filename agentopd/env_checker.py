@@ -8,7 +8,8 @@ task of every split with every oracle turn passing the per-turn check.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import gymnasium as gym
 
@@ -19,7 +20,7 @@ SKILL_KEYS = ("success_analysis", "mistake_analysis", "golden_workflow")
 
 
 def check_env(env_id: str, max_tasks: int | None = None, splits: tuple[str, ...] = ("train", "test"),
-              log: Callable[[str], None] = lambda s: None) -> list[str]:
+              log: Callable[[str], None] = lambda s: None, workers: int = 4) -> list[str]:
     """Return a list of problems (empty when the env passes)."""
     problems: list[str] = []
 
@@ -76,13 +77,27 @@ def check_env(env_id: str, max_tasks: int | None = None, splits: tuple[str, ...]
     expect(transcript(7) == transcript(7), "same seed gave different transcripts (not deterministic)")
     env.close()
 
-    # oracle on every task of every split
+    # oracle on every task of every split (threads: one env each; sandboxed tools overlap)
     for split in splits:
         env = make_env(env_id, split=split)
-        tasks = list(env.unwrapped.tasks)[:max_tasks]
-        failed = []
-        for task in tasks:
-            env.reset(seed=0, options={"task": task.id})
+        tasks = [t.id for t in list(env.unwrapped.tasks)[:max_tasks]]
+        env.close()
+        shares = [tasks[k::workers] for k in range(workers)]
+        with ThreadPoolExecutor(workers) as pool:
+            parts = pool.map(_oracle_failures, [env_id] * workers, [split] * workers, shares)
+            failed = [f for part in parts for f in part]
+        log(f"{env_id} {split}: oracle solved {len(tasks) - len(failed)}/{len(tasks)} tasks")
+        expect(not failed, f"oracle failed {len(failed)} {split} task(s): {', '.join(sorted(failed)[:5])}")
+    return problems
+
+
+def _oracle_failures(env_id: str, split: str, task_ids: Sequence[str]) -> list[str]:
+    """Play each task with the oracle; describe each task it fails or any turn it fails."""
+    env = make_env(env_id, split=split)
+    failed = []
+    try:
+        for task_id in task_ids:
+            env.reset(seed=0, options={"task": task_id})
             info, bad_turn = {}, None
             for _ in range(64):
                 obs, r, term, trunc, info = env.step(env.unwrapped.oracle_action())
@@ -91,8 +106,7 @@ def check_env(env_id: str, max_tasks: int | None = None, splits: tuple[str, ...]
                 if term or trunc:
                     break
             if not info.get("success") or bad_turn is not None:
-                failed.append(f"{task.id} (success={info.get('success')}, first failing turn={bad_turn})")
+                failed.append(f"{task_id} (success={info.get('success')}, first failing turn={bad_turn})")
+    finally:
         env.close()
-        log(f"{env_id} {split}: oracle solved {len(tasks) - len(failed)}/{len(tasks)} tasks")
-        expect(not failed, f"oracle failed {len(failed)} {split} task(s): {', '.join(failed[:5])}")
-    return problems
+    return failed

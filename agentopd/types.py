@@ -46,7 +46,7 @@ class ToolResult:
     """The tool message text the agent sees (an error message on failure)."""
     error: str | None = None
     """Error kind on failure: ``parse``, ``unknown_tool``, ``bad_arguments``, ``exception``,
-    ``timeout``, ``sandbox``; None on success."""
+    ``timeout``, ``tool_error``, ``sandbox``; None on success."""
 
 
 @dataclass(frozen=True)

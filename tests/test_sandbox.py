@@ -7,12 +7,15 @@ on the development machines (root, namespaces allowed) the ``userns`` mode runs 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -145,22 +148,23 @@ def test_parent_environment_is_not_visible(monkeypatch):
 
 
 @needs("readonly_fs")
-def test_cannot_write_outside_the_working_directory(tmp_path):
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    os.chmod(tmp_path, 0o777)
+def test_cannot_write_outside_the_working_directory():
+    outside = Path(tempfile.mkdtemp(prefix="agentopd-test-outside-"))
     os.chmod(outside, 0o777)  # world-writable: only the sandbox can stop the write
-    stray = f"/tmp/agentopd-escape-{uuid.uuid4().hex}"
-    res = run_python(
-        "for p in (%r, %r, 'inside.txt'):\n    try:\n        open(p, 'w').write('x')\n"
-        "        print('wrote', p)\n    except OSError as e:\n        print('denied', e.errno)"
-        % (str(outside / "x.txt"), stray)
-    )
-    assert res.stdout.splitlines() == ["denied 30", "denied 30", "wrote inside.txt"]  # EROFS
-    assert not (outside / "x.txt").exists() and not os.path.exists(stray)
+    stray = Path(tempfile.gettempdir()) / f"agentopd-escape-{uuid.uuid4().hex}"
+    try:
+        res = run_python(
+            "for p in (%r, %r, 'inside.txt'):\n    try:\n        open(p, 'w').write('x')\n"
+            "        print('wrote', p)\n    except OSError as e:\n        print('denied', e.errno)"
+            % (str(outside / "x.txt"), str(stray))
+        )
+        assert res.stdout.splitlines() == ["denied 30", "denied 30", "wrote inside.txt"]  # EROFS
+        assert not (outside / "x.txt").exists() and not stray.exists()
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)
+        stray.unlink(missing_ok=True)
 
 
-@needs("pid_namespace")
 def test_background_processes_die_with_the_call():
     mark = f"9{uuid.uuid4().int % 10**6}.5"
     res = run_python(
@@ -171,6 +175,16 @@ def test_background_processes_die_with_the_call():
     )
     assert res.stdout == "spawned\n"
     assert _gone(mark.encode()), "a process started by the code outlived the call"
+
+
+@needs("pid_namespace")
+def test_daemons_that_scrub_their_environment_die_too():
+    mark = f"8{uuid.uuid4().int % 10**6}.5"
+    res = run_python(
+        "import subprocess\nsubprocess.Popen(['sleep', %r], start_new_session=True, env={})\nprint('ok')" % mark
+    )
+    assert res.stdout == "ok\n"
+    assert _gone(mark.encode()), "a daemon without the sandbox marker outlived the call"
 
 
 def test_file_size_limit():
@@ -192,7 +206,7 @@ def test_output_is_truncated_and_floods_are_killed():
 
 def test_working_directory_is_fresh_and_removed():
     res = run_python(
-        "import os\nprint(os.getcwd())\nprint(sorted(os.listdir('.')))\nopen('made.txt', 'w').write('x')",
+        "import os\nprint(os.getcwd())\nprint(sorted(os.listdir('.')))\nwith open('made.txt', 'w') as f:\n    f.write('x')",
         files={"data.txt": "1 2 3"},
     )
     cwd, listing = res.stdout.splitlines()

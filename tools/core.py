@@ -28,6 +28,10 @@ class ToolTimeout(Exception):
     """Raised by a tool whose own time limit ran out."""
 
 
+class SandboxFailure(RuntimeError):
+    """The isolation around a tool failed to start (not the agent's fault)."""
+
+
 class ToolFailure(Exception):
     """Raised by a tool for an error the agent caused (bad path, bad SQL, ...).
 
@@ -237,6 +241,8 @@ class ToolSet:
             return ToolResult(name, f"Error: {name} timed out: {e}", "timeout")
         except ToolFailure as e:
             return ToolResult(name, f"Error: {e}", "tool_error")
+        except SandboxFailure as e:
+            return ToolResult(name, f"Error: {name}: sandbox failure: {e}", "sandbox")
         except Exception as e:  # noqa: BLE001 - a tool bug must not escape into the rollout
             return ToolResult(name, f"Error: {name} raised {type(e).__name__}: {e}", "exception")
         text = out if isinstance(out, str) else json.dumps(out, default=str)

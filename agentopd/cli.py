@@ -76,5 +76,55 @@ def check_env_cmd(
     console.print(f"[green]OK[/] {env}")
 
 
+def _train_command():
+    """Build `agentopd train` from TrainConfig: one flag per field, help from its docstring."""
+    import dataclasses
+    import inspect
+    import typing
+
+    from agentopd.config import field_docs
+    from agentopd.train import TrainConfig
+
+    docs = field_docs(TrainConfig)
+    hints = typing.get_type_hints(TrainConfig)
+    params = [inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],  # noqa: UP045
+                                default=typer.Option(None, "--config", help="JSON or TOML file of TrainConfig fields."))]
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        decls = [f"{flag}/--no-{flag[2:]}"] if hints[f.name] is bool else [flag]
+        params.append(inspect.Parameter(
+            f.name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[hints[f.name]],  # noqa: UP045
+            default=typer.Option(None, *decls, help=f"{docs.get(f.name, '')} [default: {f.default}]")))
+
+    def train(**kwargs) -> None:
+        from agentopd.config import load_config
+        from agentopd.train import main
+
+        try:
+            cfg = load_config(TrainConfig, kwargs.pop("config"), **kwargs)
+            cfg.validate()
+        except (ValueError, FileNotFoundError) as e:
+            console.print(f"[red]error:[/] {e}")
+            raise typer.Exit(2) from None
+        main(cfg, console)
+
+    train.__signature__ = inspect.Signature(params)
+    train.__doc__ = ("Train a student by on-policy distillation: rollouts -> teacher relabel -> loss -> "
+                     "optimizer step, with per-turn metrics, held-out evals and resumable checkpoints.")
+    return train
+
+
+app.command("train")(_train_command())
+
+
+@app.command("report")
+def report_cmd(run_dir: str = typer.Argument(..., help="A run directory written by agentopd train.")) -> None:
+    """Write PNG plots (per-turn KL heatmap, per-turn success start vs end, learning curves) and a summary."""
+    from agentopd.report import write_report
+
+    for path in write_report(run_dir):
+        console.print(f"wrote {path}")
+
+
 if __name__ == "__main__":
     app()

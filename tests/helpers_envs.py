@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from agentopd.envs.base import ToolEnv
-from agentopd.tools.core import format_tool_call
-
 from agentopd.policy import Sample, SamplingParams
+from agentopd.tools.core import format_tool_call
 from agentopd.types import Task
 
 TASKS = [

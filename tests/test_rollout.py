@@ -1,13 +1,13 @@
 import math
 
 import gymnasium as gym
-from agentopd.tools.core import format_tool_call
 from helpers_envs import ScriptedPolicy
 
 from agentopd.policy import SamplingParams
 from agentopd.registry import make_env
 from agentopd.render import Renderer
 from agentopd.rollout import RolloutConfig, run_episodes
+from agentopd.tools.core import format_tool_call
 from agentopd.types import StopReason
 
 CALC = lambda: make_env("agentopd/Calc-v0", split="train")  # noqa: E731

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+
 from agentopd.tools.calculator import calculator, evaluate
 from agentopd.tools.core import (
     Tool,

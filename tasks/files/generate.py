@@ -20,9 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agentopd.tools.vfs import VFS
-
 from agentopd.suites import write_jsonl
+from agentopd.tools.vfs import VFS
 
 VERSION = 1
 COUNTS = {"train": 300, "test": 100}

@@ -1,0 +1,170 @@
+"""The learner: AdamW with warmup and schedule, token-budgeted micro-batches (gradient
+accumulation), gradient clipping, autocast, and atomic, resumable checkpoints.
+
+A checkpoint is a directory ``step_<N>/`` holding a plain ``save_pretrained`` model (loadable
+by transformers alone) and ``trainer_state.pt`` (optimizer, scheduler, RNG states, step and
+any extra state of the recipe). It is written to a temporary directory and renamed into
+place, then ``latest`` is replaced atomically, so a run killed at any moment resumes from the
+last complete checkpoint and loses at most the step in flight.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agentopd.rows import Batch, TrainRow, collate, micro_batches
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimizer and batching settings."""
+
+    lr: float = 1e-5
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    """Linear warmup from 0 to `lr` over this many steps."""
+    schedule: str = "constant"
+    """After warmup: ``constant`` or ``cosine`` (to 10% of lr at the last step)."""
+    grad_clip: float = 1.0
+    """Max global grad norm (0 disables)."""
+    max_tokens_per_micro: int = 4096
+    """Padded tokens (rows x length) per forward/backward; gradients accumulate across them."""
+    autocast: str = "none"
+    """``bf16`` autocast (CUDA; on CPUs without bf16 units it is slower) or ``none``."""
+
+
+def lr_lambda(cfg: OptimConfig, total_steps: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.schedule == "cosine":
+            span = max(1, total_steps - cfg.warmup_steps)
+            frac = min(1.0, (step - cfg.warmup_steps) / span)
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
+        return 1.0
+
+    return f
+
+
+LossFn = Callable[[torch.Tensor, Batch], tuple[torch.Tensor, dict[str, float]]]
+"""(logits (B, T-1, V) at target positions, batch) -> (loss averaged over the batch's
+masked tokens, metrics)."""
+
+
+class Learner:
+    def __init__(self, model, cfg: OptimConfig, total_steps: int, pad_id: int):
+        if cfg.schedule not in ("constant", "cosine"):
+            raise ValueError(f"unknown lr schedule {cfg.schedule!r} (constant | cosine)")
+        self.model = model
+        self.cfg = cfg
+        self.pad_id = pad_id
+        self.opt = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg, total_steps))
+        self.step_count = 0
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def step(self, rows: Sequence[TrainRow], loss_fn: LossFn) -> dict[str, float]:
+        """One optimizer step over all rows (mean over every target token of the step)."""
+        total = sum(sum(r.loss_mask[1:]) for r in rows)
+        if total == 0:
+            raise ValueError("no target tokens in this step's rows")
+        self.model.train()
+        self.opt.zero_grad(set_to_none=True)
+        agg: dict[str, float] = {}
+        dev = self.device
+        use_ac = self.cfg.autocast == "bf16"
+        for group in micro_batches(rows, self.cfg.max_tokens_per_micro):
+            batch = collate(group, self.pad_id)
+            weight = float(batch.mask.sum()) / total
+            if weight == 0:
+                continue
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_ac):
+                logits = self.model(input_ids=batch.input_ids.to(dev),
+                                    attention_mask=batch.attention_mask.to(dev)).logits[:, :-1]
+            loss, metrics = loss_fn(logits.float(), batch)
+            (loss * weight).backward()
+            for k, v in metrics.items():
+                agg[k] = agg.get(k, 0.0) + weight * float(v)
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            self.model.parameters(), self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
+        )
+        if not torch.isfinite(grad_norm):
+            self.opt.zero_grad(set_to_none=True)
+            raise FloatingPointError(f"non-finite gradient norm ({grad_norm}) at step {self.step_count}")
+        agg["learner/lr"] = self.opt.param_groups[0]["lr"]
+        self.opt.step()
+        self.sched.step()
+        self.step_count += 1
+        agg["learner/grad_norm"] = float(grad_norm)
+        agg["learner/target_tokens"] = float(total)
+        self.model.eval()
+        return agg
+
+    # ---- checkpoints --------------------------------------------------------------------
+    def save(self, run_dir: Path, tokenizer, extra: dict[str, Any] | None = None, keep: int = 2) -> Path:
+        run_dir = Path(run_dir)
+        final = run_dir / f"step_{self.step_count}"
+        tmp = run_dir / f".tmp_step_{self.step_count}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        self.model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        torch.save({
+            "step": self.step_count,
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
+                    "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+            "extra": extra or {},
+        }, tmp / "trainer_state.pt")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _atomic_write(run_dir / "latest", final.name)
+        ckpts = sorted(run_dir.glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
+        for old in ckpts[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def load_state(self, ckpt: Path) -> dict[str, Any]:
+        """Restore optimizer, scheduler, RNG and step (the model is loaded by the caller)."""
+        state = torch.load(Path(ckpt) / "trainer_state.pt", weights_only=False)
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        random.setstate(state["rng"]["python"])
+        np.random.set_state(state["rng"]["numpy"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"].get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.step_count = int(state["step"])
+        return state.get("extra", {})
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    pointer = Path(run_dir) / "latest"
+    if not pointer.exists():
+        return None
+    path = Path(run_dir) / pointer.read_text().strip()
+    return path if (path / "trainer_state.pt").exists() else None
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

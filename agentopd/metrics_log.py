@@ -1,0 +1,54 @@
+"""Metrics sinks: JSONL (always), TensorBoard (always), wandb (when installed and WANDB_PROJECT is set)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+
+class MetricsLogger:
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self._f = self.path.open("a")
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._tb = SummaryWriter(str(Path(run_dir) / "tb"))
+        self._wandb = None
+        if os.environ.get("WANDB_PROJECT"):
+            try:
+                import wandb
+
+                self._wandb = wandb.init(project=os.environ["WANDB_PROJECT"], dir=str(run_dir))
+            except ImportError:
+                pass
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        clean = {k: (float(v) if v is not None else None) for k, v in metrics.items()}
+        self._f.write(json.dumps({"step": step, **{k: (None if v is not None and math.isnan(v) else v)
+                                                   for k, v in clean.items()}}) + "\n")
+        self._f.flush()
+        for k, v in clean.items():
+            if v is not None and math.isfinite(v):
+                self._tb.add_scalar(k, v, step)
+        self._tb.flush()
+        if self._wandb is not None:
+            self._wandb.log(clean, step=step)
+
+    def close(self) -> None:
+        self._f.close()
+        self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """All logged steps; a resumed run's re-logged steps replace the earlier lines."""
+    by_step: dict[int, dict] = {}
+    with (Path(run_dir) / "metrics.jsonl").open() as f:
+        for line in f:
+            if line.strip():
+                row = json.loads(line)
+                by_step[row["step"]] = row
+    return [by_step[s] for s in sorted(by_step)]

@@ -1,0 +1,234 @@
+"""Teachers relabel the student's own episodes.
+
+- `HFTeacher` (``hf:<model>``): a white-box model with the student's tokenizer scores the
+  episode's exact token ids: the logprob of every sampled token (reverse-KL advantage) and,
+  in the learner, full-vocabulary logits (GKD). A different tokenizer is refused.
+- `SelfTeacher` (``self``): the student's current weights, conditioned on the env's skill card
+  placed in the system message (Skill-SD / OPSD). The rest of the conversation is the student's
+  token ids unchanged, so the two sides line up token for token after the system message.
+- `OracleTeacher` (``oracle``): the env's expert writes the correct next turn for the state the
+  student actually reached (DAgger); each such turn becomes a cross-entropy target.
+
+`check_signal` guards against a missing or degenerate teacher signal (never train on zeros).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import gymnasium as gym
+import torch
+
+from agentopd.render import Renderer, RenderError
+from agentopd.rows import TrainRow, collate, micro_batches
+from agentopd.types import Episode
+
+SKILL_HEADER = "\n\nPrivileged notes for this task (from solved examples):\n"
+
+
+class TeacherSignalError(RuntimeError):
+    """The teacher's signal is missing, non-finite or degenerate."""
+
+
+def episode_row(ep: Episode, index: int = -1) -> TrainRow:
+    """The episode itself as a training row (on-policy losses)."""
+    turn_of = [-1] * len(ep.token_ids)
+    for t in ep.turns:
+        for i in range(t.start, t.end):
+            turn_of[i] = t.index
+    return TrainRow(ep.token_ids, ep.loss_mask, ep.logprobs, tuple(turn_of), episode=index)
+
+
+def same_tokenizer(a, b) -> bool:
+    return a.get_vocab() == b.get_vocab() and a.eos_token_id == b.eos_token_id
+
+
+class LogitTeacher:
+    """A teacher that scores token sequences with a causal LM."""
+
+    name = "logits"
+    provides_logits = True
+
+    def __init__(self, model, tokenizer, max_tokens: int = 8192):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_tokens = max_tokens
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def teacher_view(self, ep: Episode, row: TrainRow, make_env: Callable[[], gym.Env]) -> TrainRow:
+        return row
+
+    @torch.no_grad()
+    def _forward(self, rows: Sequence[TrainRow]) -> list[torch.Tensor]:
+        """Teacher log-probs (T-1, V) per row, aligned with the student's target positions."""
+        out: list[torch.Tensor] = []
+        pad = self.tokenizer.pad_token_id or 0
+        for group in micro_batches(rows, self.max_tokens):
+            views = [r.teacher_ids or r.input_ids for r in group]
+            T = max(map(len, views))
+            ids = torch.full((len(group), T), pad, dtype=torch.long)
+            attn = torch.zeros_like(ids)
+            for i, v in enumerate(views):
+                ids[i, : len(v)] = torch.tensor(v)
+                attn[i, : len(v)] = 1
+            logits = self.model(input_ids=ids.to(self.device), attention_mask=attn.to(self.device)).logits
+            logp = torch.log_softmax(logits.float(), dim=-1).cpu()  # (B, T, V)
+            for i, r in enumerate(group):
+                n, off = len(r.input_ids), r.teacher_offset
+                aligned = torch.zeros((n - 1, logp.shape[-1]))
+                # student position p (predicting p+1) <-> teacher position p + off
+                lo = max(0, -off)
+                aligned[lo : n - 1] = logp[i, lo + off : n - 1 + off]
+                out.append((r, aligned))
+        # micro_batches reorders; restore the caller's order
+        by_id = {id(r): a for r, a in out}
+        return [by_id[id(r)] for r in rows]
+
+    def score(self, rows: Sequence[TrainRow]) -> list[TrainRow]:
+        """Add the teacher's logprob of each token and its argmax prediction to each row."""
+        scored = []
+        for r, logp in zip(rows, self._forward(rows)):
+            ids = torch.tensor(r.input_ids[1:])
+            tl = logp.gather(-1, ids[:, None]).squeeze(-1)  # (T-1,)
+            top1 = logp.argmax(-1)
+            mask = torch.tensor(r.loss_mask[1:], dtype=torch.bool)
+            tl = torch.where(mask, tl, torch.zeros_like(tl))
+            scored.append(replace(r, teacher_logp=(0.0, *tl.tolist()), teacher_top1=(-1, *top1.tolist())))
+        return scored
+
+    def logits_for(self, rows: Sequence[TrainRow]) -> torch.Tensor:
+        """Teacher log-probs (B, T-1, V) for a micro-batch, padded like `collate`."""
+        per_row = self._forward(rows)
+        T = max(len(r.input_ids) for r in rows)
+        V = per_row[0].shape[-1]
+        out = torch.zeros((len(rows), T - 1, V))
+        for i, a in enumerate(per_row):
+            out[i, : a.shape[0]] = a
+        return out
+
+    def relabel(self, episodes: Sequence[Episode], make_env: Callable[[], gym.Env]) -> list[TrainRow]:
+        rows = [self.teacher_view(ep, episode_row(ep, i), make_env) for i, ep in enumerate(episodes)]
+        return self.score(rows)
+
+
+class HFTeacher(LogitTeacher):
+    """A white-box transformers model that shares the student's tokenizer."""
+
+    name = "hf"
+
+    def __init__(self, model, tokenizer, student_tokenizer, max_tokens: int = 8192):
+        if not same_tokenizer(tokenizer, student_tokenizer):
+            raise ValueError(
+                "the teacher's tokenizer differs from the student's: white-box distillation scores "
+                "the student's exact token ids, so both must share one vocabulary. Use a teacher "
+                "from the same model family (e.g. Qwen3-8B for a Qwen3-1.7B student), or the "
+                "'oracle' teacher, which needs no logits."
+            )
+        super().__init__(model.eval(), tokenizer, max_tokens)
+
+
+class SelfTeacher(LogitTeacher):
+    """The student's live weights conditioned on the task's skill card (privileged context)."""
+
+    name = "self"
+
+    def teacher_view(self, ep: Episode, row: TrainRow, make_env: Callable[[], gym.Env]) -> TrainRow:
+        env = make_env()
+        try:
+            env.reset(seed=ep.seed, options={"task": ep.task_id})
+            card = env.unwrapped.skill_card()
+        finally:
+            env.close()
+        return with_skill_card(row, ep, card, Renderer(self.tokenizer))
+
+
+def with_skill_card(row: TrainRow, ep: Episode, card: dict, renderer: Renderer) -> TrainRow:
+    """Teacher view: the system message plus the skill card, then the student's ids verbatim."""
+    system = ep.messages[0]
+    if system["role"] != "system":
+        raise RenderError("the self teacher needs a system message to put the skill card in")
+    student_prefix = renderer.full_ids([system])
+    if list(ep.token_ids[: len(student_prefix)]) != student_prefix:
+        raise RenderError("the episode does not start with its rendered system message")
+    hinted = {"role": "system", "content": system["content"] + SKILL_HEADER + json.dumps(card, indent=1)}
+    teacher_prefix = renderer.full_ids([hinted])
+    ids = tuple(teacher_prefix) + tuple(ep.token_ids[len(student_prefix):])
+    return replace(row, teacher_ids=ids, teacher_offset=len(teacher_prefix) - len(student_prefix))
+
+
+@dataclass(frozen=True)
+class OracleTeacher:
+    """DAgger: the env's expert relabels every state the student reached."""
+
+    tokenizer: object
+    only_diverged: bool = False
+    """Train only on turns where the student's action failed the per-turn oracle check."""
+    name: str = "oracle"
+    provides_logits: bool = False
+
+    def relabel(self, episodes: Sequence[Episode], make_env: Callable[[], gym.Env]) -> list[TrainRow]:
+        rows = []
+        eos = self.tokenizer.eos_token_id
+        for i, ep in enumerate(episodes):
+            for t, expert in zip(ep.turns, oracle_turns(ep, make_env)):
+                if self.only_diverged and t.oracle_ok:
+                    continue
+                target = self.tokenizer.encode(expert, add_special_tokens=False) + [eos]
+                prefix = ep.token_ids[: t.start]
+                n = len(prefix) + len(target)
+                rows.append(TrainRow(
+                    tuple(prefix) + tuple(target), (0,) * len(prefix) + (1,) * len(target),
+                    (0.0,) * n, (-1,) * len(prefix) + (t.index,) * len(target), episode=i,
+                ))
+        return rows
+
+
+def oracle_turns(ep: Episode, make_env: Callable[[], gym.Env]) -> list[str]:
+    """Replay the episode in a fresh env; before each student turn, ask the oracle."""
+    env = make_env()
+    try:
+        env.reset(seed=ep.seed, options={"task": ep.task_id})
+        out = []
+        for t in ep.turns:
+            out.append(env.unwrapped.oracle_action())
+            *_, term, trunc, _ = env.step(t.text)
+            if term or trunc:
+                break
+        return out
+    finally:
+        env.close()
+
+
+def check_signal(rows: Sequence[TrainRow]) -> dict[str, float]:
+    """Fail loudly on a missing, non-finite or degenerate teacher signal; return its stats."""
+    vals = [lp for r in rows if r.teacher_logp is not None
+            for lp, m in zip(r.teacher_logp, r.loss_mask) if m]
+    n_targets = sum(r.n_targets for r in rows)
+    if n_targets == 0:
+        raise TeacherSignalError("no student tokens to distill on this step (all episodes empty?)")
+    if len(vals) != n_targets:
+        raise TeacherSignalError(f"teacher scored {len(vals)} of {n_targets} student tokens")
+    if not all(math.isfinite(v) for v in vals):
+        raise TeacherSignalError("teacher logprobs contain NaN or inf")
+    mean = sum(vals) / len(vals)
+    var = sum((v - mean) ** 2 for v in vals) / len(vals)
+    if var < 1e-10:
+        raise TeacherSignalError(
+            f"teacher logprobs are constant ({mean:.4f}) on every token: a uniform or broken teacher")
+    probs = [math.exp(v) for v in vals]
+    return {
+        "teacher/logp_mean": mean,
+        "teacher/logp_std": math.sqrt(var),
+        "teacher/p_sampled_lt_0.01": sum(p < 0.01 for p in probs) / len(probs),
+        "teacher/p_sampled_gt_0.99": sum(p > 0.99 for p in probs) / len(probs),
+    }
+
+
+def collate_with_teacher(rows: Sequence[TrainRow], pad_id: int):
+    return collate(rows, pad_id)

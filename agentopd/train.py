@@ -1,0 +1,282 @@
+"""`agentopd train`: on-policy distillation of a multi-turn tool-using student, top to bottom.
+
+Per step: sample training tasks -> batched student rollouts -> teacher relabel -> loss ->
+optimizer step -> metrics (per turn) -> every K steps a held-out eval and a checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from agentopd import losses
+from agentopd.learner import Learner, OptimConfig, latest_checkpoint
+from agentopd.metrics import first_divergence, summarize
+from agentopd.metrics_log import MetricsLogger
+from agentopd.models import load_causal_lm, load_tokenizer, parse_spec
+from agentopd.policy import HFPolicy, SamplingParams
+from agentopd.registry import make_env
+from agentopd.rollout import RolloutConfig, run_episodes
+from agentopd.rows import Batch
+from agentopd.teachers import HFTeacher, OracleTeacher, SelfTeacher, check_signal
+from agentopd.turn_metrics import TurnAccumulator, episode_turn_metrics
+
+LOSSES = ("reverse_kl_pg", "gkd", "sft", "dagger")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every option of `agentopd train` (CLI flags and config-file keys are these names)."""
+
+    env: str = "agentopd/Calc-v0"
+    """Env id or pkg.module:Class entry point."""
+    student: str = "hf:smollm2-135m"
+    """Student model spec (hf:<name-or-path>); the default is the embedded SmolLM2-135M-Instruct."""
+    teacher: str = "oracle"
+    """oracle (the env's expert, DAgger), self (student + skill card), or hf:<model>."""
+    loss: str = "auto"
+    """reverse_kl_pg | gkd | sft | dagger; auto = dagger for the oracle, reverse_kl_pg otherwise."""
+    steps: int = 5
+    """Optimizer steps."""
+    episodes_per_step: int = 8
+    """Student episodes rolled out per step."""
+    out: str = "runs/train"
+    """Run directory: config.json, metrics.jsonl, tb/, checkpoints step_<N>/."""
+    resume: bool = False
+    """Continue from the run directory's latest checkpoint."""
+    seed: int = 0
+    """Seeds task sampling, rollouts and the learner."""
+    lr: float = 1e-5
+    """Peak learning rate (AdamW)."""
+    warmup_steps: int = 0
+    """Linear LR warmup steps."""
+    schedule: str = "constant"
+    """LR schedule after warmup: constant | cosine."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    grad_clip: float = 1.0
+    """Max gradient norm (0 disables)."""
+    max_tokens_per_micro: int = 4096
+    """Padded tokens per micro-batch; gradients accumulate over micro-batches."""
+    autocast: str = "none"
+    """bf16 autocast on the learner (CUDA) or none."""
+    temperature: float = 1.0
+    """Rollout sampling temperature (1.0 keeps the recorded logprobs equal to the policy's)."""
+    max_new_tokens: int = 192
+    """Per-turn token cap in rollouts."""
+    max_context_tokens: int = 4096
+    """Episode token budget."""
+    kl_coef: float = 1.0
+    """reverse_kl_pg: the coefficient c of the advantage -c (log mu - log pi_T)."""
+    clip_eps: float = 0.2
+    """reverse_kl_pg: PPO clip epsilon (0 disables clipping)."""
+    discount: float = 0.0
+    """reverse_kl_pg: discount gamma over future tokens (0 = none)."""
+    gkd_beta: float = 0.5
+    """gkd: JSD interpolation beta (0 forward KL, 1 reverse KL)."""
+    gkd_temperature: float = 0.9
+    """gkd: softmax temperature of both distributions."""
+    gkd_lambda: float = 1.0
+    """gkd: fraction of steps trained on student rollouts (the rest on teacher-generated ones)."""
+    dagger_only_diverged: bool = False
+    """dagger: train only on turns where the student failed the per-turn oracle check."""
+    eval_every: int = 5
+    """Held-out eval every K steps (and after the last); 0 disables."""
+    eval_n: int = 16
+    """Held-out (test split) tasks per eval."""
+    eval_temperature: float = 0.0
+    """Eval sampling temperature (0 = greedy)."""
+    ckpt_every: int = 5
+    """Checkpoint every K steps (and after the last)."""
+    keep_checkpoints: int = 2
+    """How many checkpoints to keep."""
+    device: str = "cpu"
+    """Student device: cpu | cuda."""
+    teacher_device: str = ""
+    """Teacher device (default: the student's)."""
+
+    def resolved_loss(self) -> str:
+        if self.loss != "auto":
+            return self.loss
+        return "dagger" if self.teacher == "oracle" else "reverse_kl_pg"
+
+    def validate(self) -> None:
+        loss = self.resolved_loss()
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of {LOSSES} or auto")
+        if self.teacher not in ("oracle", "self") and not self.teacher.startswith("hf:"):
+            raise ValueError(f"unknown teacher {self.teacher!r}: oracle | self | hf:<model>")
+        if loss in ("reverse_kl_pg", "gkd") and self.teacher == "oracle":
+            raise ValueError(f"loss {loss} needs teacher logprobs: use --teacher self or hf:<model> "
+                             "(the oracle writes text: use --loss dagger or sft)")
+        if loss == "dagger" and self.teacher != "oracle":
+            raise ValueError("dagger relabels with the env's expert: use --teacher oracle")
+        if loss == "gkd" and self.gkd_lambda < 1.0 and not self.teacher.startswith("hf:"):
+            raise ValueError("gkd_lambda < 1 samples teacher-generated episodes: needs an hf: teacher")
+        if self.steps < 1 or self.episodes_per_step < 1:
+            raise ValueError("steps and episodes_per_step must be >= 1")
+        if parse_spec(self.student).backend != "hf":
+            raise ValueError("the learner trains an hf:<model> student")
+
+
+def main(cfg: TrainConfig, console: Console | None = None) -> dict[str, float]:
+    console = console or Console()
+    cfg.validate()
+    loss_name = cfg.resolved_loss()
+    run = Path(cfg.out)
+    ckpt = latest_checkpoint(run)
+    if ckpt is not None and not cfg.resume:
+        raise SystemExit(f"{run} already holds checkpoints; pass --resume to continue or choose a new --out")
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.json").write_text(json.dumps(dataclasses.asdict(cfg) | {"resolved_loss": loss_name}, indent=2))
+    torch.manual_seed(cfg.seed)
+
+    # ---- student, teacher, learner -------------------------------------------------------
+    student_name = parse_spec(cfg.student).name
+    tok = load_tokenizer(student_name)
+    model = load_causal_lm(str(ckpt) if ckpt else student_name, device=cfg.device, dtype="float32")
+    policy = HFPolicy(model, tok)
+    teacher = build_teacher(cfg, model, tok)
+    optim = OptimConfig(cfg.lr, cfg.weight_decay, cfg.warmup_steps, cfg.schedule, cfg.grad_clip,
+                        cfg.max_tokens_per_micro, cfg.autocast)
+    learner = Learner(model, optim, cfg.steps, pad_id=tok.pad_token_id or 0)
+    if ckpt is not None:
+        learner.load_state(ckpt)
+        console.print(f"resumed from {ckpt} (step {learner.step_count})")
+    make_train = lambda: make_env(cfg.env, split="train")  # noqa: E731
+    make_test = lambda: make_env(cfg.env, split="test")  # noqa: E731
+    train_ids = [t.id for t in make_train().unwrapped.tasks]
+    test_ids = [t.id for t in make_test().unwrapped.tasks][: cfg.eval_n]
+    rollout = RolloutConfig(SamplingParams(cfg.max_new_tokens, cfg.temperature), cfg.max_context_tokens)
+    logger = MetricsLogger(run)
+    last: dict[str, float] = {}
+
+    with Progress(TextColumn("[bold]train[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console) as bar:
+        job = bar.add_task("", total=cfg.steps, completed=learner.step_count)
+        for step in range(learner.step_count, cfg.steps):
+            # Per-step RNG: a resumed run samples the same tasks as an uninterrupted one.
+            rng = random.Random(cfg.seed * 1_000_003 + step)
+            task_ids = rng.sample(train_ids, min(cfg.episodes_per_step, len(train_ids)))
+            seeds = [rng.randrange(2**31) for _ in task_ids]
+            params = dataclasses.replace(rollout.sampling, seed=cfg.seed * 7919 + step)
+            t0 = time.perf_counter()
+
+            # ---- rollout: the student acts in its own states --------------------------------
+            on_policy = loss_name != "sft" and (loss_name != "gkd" or rng.random() < cfg.gkd_lambda)
+            if loss_name == "sft" and cfg.teacher == "oracle":
+                from agentopd.demos import oracle_demo_episodes
+
+                episodes = oracle_demo_episodes(make_train, task_ids, seeds, tok)
+            else:  # the student's own episodes, or the teacher's (SFT demos, GKD's 1 - lambda)
+                actor = policy if on_policy else teacher_policy(teacher, tok)
+                episodes = run_episodes(make_train, actor, task_ids, seeds,
+                                        dataclasses.replace(rollout, sampling=params), cfg.env)
+            episodes = [e for e in episodes if e.stop_reason.value != "error"]  # infra errors never train
+            t1 = time.perf_counter()
+
+            # ---- teacher relabel --------------------------------------------------------------
+            if loss_name == "sft":
+                from agentopd.demos import demo_rows
+
+                rows = demo_rows(episodes, successful_only=cfg.teacher != "oracle")
+            else:
+                rows = teacher.relabel(episodes, make_train)
+            metrics: dict[str, float] = {}
+            if getattr(teacher, "provides_logits", False) and loss_name in ("reverse_kl_pg", "gkd"):
+                metrics |= check_signal(rows)
+                if step == learner.step_count and _identical_signal(rows):
+                    console.print("[yellow]warning:[/] the teacher gives exactly the student's logprobs "
+                                  "on every token: the distillation signal is zero")
+            if not rows or sum(r.n_targets for r in rows) == 0:
+                raise RuntimeError(f"step {step}: no training targets (every episode failed or was empty)")
+            t2 = time.perf_counter()
+
+            # ---- loss and optimizer step ------------------------------------------------------
+            acc = TurnAccumulator()
+            metrics |= learner.step(rows, make_loss(cfg, loss_name, teacher, acc))
+            t3 = time.perf_counter()
+
+            # ---- metrics --------------------------------------------------------------------
+            if on_policy and loss_name != "sft":
+                metrics |= summarize(episodes, prefix="rollout/")
+                metrics |= episode_turn_metrics(episodes, rows)
+                div = [first_divergence(e) for e in episodes]
+                metrics["rollout/first_divergence_mean"] = (
+                    sum(d for d in div if d is not None) / max(1, sum(d is not None for d in div)))
+                metrics["rollout/never_diverged"] = sum(d is None for d in div) / len(div)
+            metrics |= acc.metrics()
+            metrics |= {"time/rollout_s": t1 - t0, "time/teacher_s": t2 - t1, "time/learner_s": t3 - t2,
+                        "time/peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            if torch.cuda.is_available():
+                metrics["time/cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+            done = step + 1
+            if cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
+                eval_eps = run_episodes(make_test, policy, test_ids, list(range(len(test_ids))),
+                                        RolloutConfig(SamplingParams(cfg.max_new_tokens, cfg.eval_temperature,
+                                                                     seed=cfg.seed), cfg.max_context_tokens),
+                                        cfg.env)
+                metrics |= {k.replace("turn/", "eval_turn/"): v
+                            for k, v in summarize(eval_eps, prefix="eval/").items()
+                            if k.startswith(("eval/", "turn/"))}
+            logger.log(done, metrics)
+            if done % cfg.ckpt_every == 0 or done == cfg.steps:
+                learner.save(run, tok, extra={"config": dataclasses.asdict(cfg)}, keep=cfg.keep_checkpoints)
+            last = metrics
+            kl = metrics.get("teacher/reverse_kl", metrics.get("loss/ce", float("nan")))
+            bar.update(job, completed=done, description=(
+                f"step {done}/{cfg.steps} success={metrics.get('rollout/success', float('nan')):.2f} "
+                f"{'teacher KL' if 'teacher/reverse_kl' in metrics else 'CE'}={kl:.3f}"
+                + (f" eval={metrics['eval/success']:.2f}" if "eval/success" in metrics else "")))
+    logger.close()
+    return last
+
+
+def _identical_signal(rows) -> bool:
+    return all(abs(o - t) < 1e-6 for r in rows for o, t, m in zip(r.old_logp, r.teacher_logp, r.loss_mask) if m)
+
+
+def build_teacher(cfg: TrainConfig, student_model, tok):
+    if cfg.teacher == "oracle":
+        return OracleTeacher(tok, only_diverged=cfg.dagger_only_diverged)
+    if cfg.teacher == "self":
+        return SelfTeacher(student_model, tok)
+    name = parse_spec(cfg.teacher).name
+    t_tok = load_tokenizer(name)
+    t_model = load_causal_lm(name, device=cfg.teacher_device or cfg.device, dtype="float32")
+    return HFTeacher(t_model, t_tok, tok)
+
+
+def teacher_policy(teacher, tok) -> HFPolicy:
+    """The teacher model as a sampler (GKD's teacher-generated fraction, SFT demos)."""
+    return HFPolicy(teacher.model, tok)
+
+
+def make_loss(cfg: TrainConfig, name: str, teacher, acc: TurnAccumulator):
+    """The loss closure for `Learner.step`; also feeds per-turn statistics into `acc`."""
+
+    def fn(logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        logp_new = losses.token_logprobs(logits, batch.target_ids)
+        acc.add(batch, logits.detach(), logp_new.detach())
+        if name == "reverse_kl_pg":
+            out = losses.reverse_kl_pg(logp_new, batch.old_logp, batch.teacher_logp, batch.mask,
+                                       kl_coef=cfg.kl_coef, clip_eps=cfg.clip_eps or None,
+                                       discount=cfg.discount)
+        elif name == "gkd":
+            t_logits = teacher.logits_for(batch.rows).to(logits.device)
+            out = losses.gkd_jsd(logits, t_logits, batch.mask, beta=cfg.gkd_beta,
+                                 temperature=cfg.gkd_temperature)
+        else:  # sft, dagger
+            out = losses.cross_entropy(logits, batch.target_ids, batch.mask)
+        return out.loss, out.metrics
+
+    return fn

@@ -95,15 +95,15 @@ def write_report(run_dir: str | Path) -> list[Path]:
 
     # summary
     cfg = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else {}
-    first, last = rows[0], rows[-1]
     lines = [f"# Run report: {run}", "",
              f"env `{cfg.get('env')}`, student `{cfg.get('student')}`, teacher `{cfg.get('teacher')}`, "
              f"loss `{cfg.get('resolved_loss', cfg.get('loss'))}`, {len(rows)} logged steps", "",
-             "| metric | first step | last step |", "|---|---|---|"]
+             "| metric | first logged | last logged |", "|---|---|---|"]
     for k in ("rollout/success", "eval/success", "teacher/reverse_kl", "teacher/top1_agree", "loss/ce",
               "tool/error_rate", "rollout/first_divergence_mean", "time/rollout_s", "time/teacher_s",
               "time/learner_s", "time/peak_rss_mb"):
-        f, la = first.get(k), last.get(k)
+        have = [r[k] for r in rows if r.get(k) is not None]
+        f, la = (have[0], have[-1]) if have else (None, None)
         if f is not None or la is not None:
             fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
             lines.append(f"| {k} | {fmt(f)} | {fmt(la)} |")

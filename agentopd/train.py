@@ -160,6 +160,17 @@ def main(cfg: TrainConfig, console: Console | None = None) -> dict[str, float]:
     logger = MetricsLogger(run)
     last: dict[str, float] = {}
 
+    def evaluate() -> dict[str, float]:
+        """Held-out success and per-turn success on the first `eval_n` test tasks."""
+        eps = run_episodes(make_test, policy, test_ids, list(range(len(test_ids))),
+                           RolloutConfig(SamplingParams(cfg.max_new_tokens, cfg.eval_temperature, seed=cfg.seed),
+                                         cfg.max_context_tokens), cfg.env)
+        return {k.replace("turn/", "eval_turn/"): v for k, v in summarize(eps, prefix="eval/").items()
+                if k.startswith(("eval/", "turn/"))}
+
+    if cfg.eval_every and learner.step_count == 0:
+        logger.log(0, evaluate())  # the starting point, for before/after comparisons
+
     with Progress(TextColumn("[bold]train[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console) as bar:
         job = bar.add_task("", total=cfg.steps, completed=learner.step_count)
@@ -221,13 +232,7 @@ def main(cfg: TrainConfig, console: Console | None = None) -> dict[str, float]:
                 metrics["time/cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
             done = step + 1
             if cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
-                eval_eps = run_episodes(make_test, policy, test_ids, list(range(len(test_ids))),
-                                        RolloutConfig(SamplingParams(cfg.max_new_tokens, cfg.eval_temperature,
-                                                                     seed=cfg.seed), cfg.max_context_tokens),
-                                        cfg.env)
-                metrics |= {k.replace("turn/", "eval_turn/"): v
-                            for k, v in summarize(eval_eps, prefix="eval/").items()
-                            if k.startswith(("eval/", "turn/"))}
+                metrics |= evaluate()
             logger.log(done, metrics)
             if done % cfg.ckpt_every == 0 or done == cfg.steps:
                 learner.save(run, tok, extra={"config": dataclasses.asdict(cfg)}, keep=cfg.keep_checkpoints)

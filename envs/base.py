@@ -98,6 +98,10 @@ class ToolEnv(gym.Env[list, str]):
         mistake_analysis, golden_workflow."""
         raise NotImplementedError
 
+    def _before_turn(self, expected: str) -> None:
+        """Called with the oracle's action before the turn's tool calls run (a family can
+        snapshot the pre-turn state here for `_same_call`)."""
+
     def _same_call(self, student: ToolCall, expert: ToolCall) -> bool:
         """Whether a student call does what the oracle's call does (default: equal JSON)."""
         return student.name == expert.name and _canon(student.arguments) == _canon(expert.arguments)
@@ -133,6 +137,7 @@ class ToolEnv(gym.Env[list, str]):
         if not isinstance(action, str):
             raise TypeError(f"action must be the assistant turn as a string, got {type(action).__name__}")
         expected = self.oracle_action()
+        self._before_turn(expected)
         calls = parse_tool_calls(action)
         self._history.append({"role": "assistant", "content": action})
         info: dict[str, Any] = {"turn": self.turn, "request_index": self.request_index}

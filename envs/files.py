@@ -227,12 +227,10 @@ class FilesEnv(ToolEnv):
     def _tools(self):
         return self.vfs.tools()
 
-    def step(self, action: str):
-        if not self._done and self.task is not None:
-            # remembered for _same_call: the state and plan before this turn's calls ran
-            self._pre = self.vfs.copy()
-            self._plan = parse_tool_calls(self.oracle_action())
-        return super().step(action)
+    def _before_turn(self, expected: str) -> None:
+        # remembered for _same_call: the state and plan before this turn's calls ran
+        self._pre = self.vfs.copy()
+        self._plan = parse_tool_calls(expected)
 
     # ---- verifier -------------------------------------------------------------------------
     def _check_request(self, index: int, answer: str) -> bool:

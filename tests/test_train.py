@@ -51,7 +51,7 @@ def test_two_step_smoke_run_of_every_loss(tiny_dir, tmp_path, teacher, loss):
     cfg = _cfg(tiny_dir, tmp_path / "run", teacher=teacher, loss=loss)
     last = main(cfg)
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2]
+    assert [r["step"] for r in rows] == [0, 1, 2]  # step 0: the held-out eval before training
     assert json.loads((tmp_path / "run" / "config.json").read_text())["resolved_loss"] == loss
     assert "eval/success" in rows[-1] and "learner/grad_norm" in rows[-1]
     assert any(k.startswith("turn/0/") for k in last)

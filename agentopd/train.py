@@ -215,6 +215,7 @@ def main(cfg: TrainConfig, console: Console | None = None) -> dict[str, float]:
             # ---- loss and optimizer step ------------------------------------------------------
             acc = TurnAccumulator()
             metrics |= learner.step(rows, make_loss(cfg, loss_name, teacher, acc))
+            policy.invalidate()  # cached keys/values belong to the old weights
             t3 = time.perf_counter()
 
             # ---- metrics --------------------------------------------------------------------

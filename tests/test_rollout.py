@@ -1,6 +1,7 @@
 import math
 
 import gymnasium as gym
+import pytest
 from helpers_envs import ScriptedPolicy
 
 from agentopd.policy import SamplingParams
@@ -80,3 +81,32 @@ def test_infrastructure_failure_becomes_error_episode(tokenizer):
     assert ep.stop_reason == StopReason.ERROR
     assert "disk went away" in ep.error
     assert not ep.success
+
+
+def _multi_turn_rollout(policy, temperature=0.0):
+    cfg = RolloutConfig(SamplingParams(max_new_tokens=12, temperature=temperature, seed=2), max_context_tokens=4096)
+    return run_episodes(CALC, policy, [0, 2, 5, 7], [0, 1, 2, 3], cfg)
+
+
+def test_prefix_cache_changes_nothing_but_the_work(tiny_model, tokenizer):
+    """Shared-prompt and cross-turn KV reuse must give the same ids and logprobs as full prefills."""
+    import torch
+
+    from agentopd.policy import HFPolicy
+
+    cached, plain = HFPolicy(tiny_model, tokenizer), HFPolicy(tiny_model, tokenizer, prefix_cache=False)
+    a, b = _multi_turn_rollout(cached), _multi_turn_rollout(plain)
+    assert max(e.num_turns for e in a) >= 2
+    assert cached.prefix_cache.hit_tokens > 0 and plain.prefix_cache is None
+    assert [e.token_ids for e in a] == [e.token_ids for e in b]
+    for x, y in zip(a, b):
+        assert list(x.logprobs) == pytest.approx(list(y.logprobs), abs=1e-4)
+    # every sampled token's logprob equals a teacher-forced forward over the whole episode
+    ep = max(a, key=lambda e: e.num_turns)
+    with torch.no_grad():
+        logp = torch.log_softmax(tiny_model(torch.tensor([ep.token_ids])).logits[0].float(), -1)
+    for t in ep.turns:
+        ref = [logp[i - 1, ep.token_ids[i]].item() for i in range(t.start, t.end)]
+        assert list(ep.logprobs[t.start : t.end]) == pytest.approx(ref, abs=1e-4)
+    cached.invalidate()
+    assert not cached.prefix_cache.entries

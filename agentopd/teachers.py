@@ -23,7 +23,7 @@ import gymnasium as gym
 import torch
 
 from agentopd.render import Renderer, RenderError
-from agentopd.rows import TrainRow, collate, micro_batches
+from agentopd.rows import TrainRow, micro_batches
 from agentopd.types import Episode
 
 SKILL_HEADER = "\n\nPrivileged notes for this task (from solved examples):\n"
@@ -228,7 +228,3 @@ def check_signal(rows: Sequence[TrainRow]) -> dict[str, float]:
         "teacher/p_sampled_lt_0.01": sum(p < 0.01 for p in probs) / len(probs),
         "teacher/p_sampled_gt_0.99": sum(p > 0.99 for p in probs) / len(probs),
     }
-
-
-def collate_with_teacher(rows: Sequence[TrainRow], pad_id: int):
-    return collate(rows, pad_id)

@@ -199,7 +199,7 @@ def main(cfg: TrainConfig, console: Console | None = None) -> dict[str, float]:
             if loss_name == "sft":
                 from agentopd.demos import demo_rows
 
-                rows = demo_rows(episodes, successful_only=cfg.teacher != "oracle")
+                rows = demo_rows(episodes, successful_only=False)  # all teacher outputs, as in GKD's SFT baseline
             else:
                 rows = teacher.relabel(episodes, make_train)
             metrics: dict[str, float] = {}

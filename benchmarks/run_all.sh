@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Every measurement in RESULTS.md, one after another (so timings do not contend for the 2 cores).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p benchmarks/out
+bash benchmarks/base_success.sh 50 > benchmarks/out/base_success.log 2>&1
+.venv/bin/python benchmarks/foundation.py > benchmarks/out/foundation.json 2> benchmarks/out/foundation.log
+bash benchmarks/default_teacher.sh 10 > benchmarks/out/default_teacher.log 2>&1

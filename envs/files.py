@@ -199,6 +199,13 @@ class FilesEnv(ToolEnv):
         "When a request is done, reply briefly without any tool call. If the user asked a "
         "question, end that reply with: Answer: <answer>"
     )
+    example = """
+user: How many lines does /notes/todo.txt have?
+assistant: <tool_call>{"name": "cat", "arguments": {"path": "/notes/todo.txt"}}</tool_call>
+tool: buy milk
+call mom
+assistant: The file has two lines. Answer: 2
+"""
 
     # ---- state ----------------------------------------------------------------------------
     def _init_state(self, task) -> None:

@@ -31,6 +31,12 @@ class PythonEnv(ToolEnv):
         "interpreter: put the data from the request into the code and print the result."
     )
     answer_format = "Give your final answer as: Answer: <answer>"
+    example = """
+user: What is the sum of the squares of 3, 4 and 12?
+assistant: <tool_call>{"name": "python", "arguments": {"code": "print(sum(x * x for x in [3, 4, 12]))"}}</tool_call>
+tool: 169
+assistant: Answer: 169
+"""
 
     def __init__(
         self,

@@ -55,7 +55,7 @@ class TrainConfig:
     """Continue from the run directory's latest checkpoint."""
     seed: int = 0
     """Seeds task sampling, rollouts and the learner."""
-    lr: float = 1e-5
+    lr: float = 5e-5
     """Peak learning rate (AdamW)."""
     warmup_steps: int = 0
     """Linear LR warmup steps."""

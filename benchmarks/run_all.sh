@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 mkdir -p benchmarks/out
 bash benchmarks/base_success.sh 50 > benchmarks/out/base_success.log 2>&1
 .venv/bin/python benchmarks/foundation.py > benchmarks/out/foundation.json 2> benchmarks/out/foundation.log
-bash benchmarks/default_teacher.sh 10 > benchmarks/out/default_teacher.log 2>&1
+bash benchmarks/default_teacher.sh > benchmarks/out/default_teacher.log 2>&1

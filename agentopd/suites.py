@@ -44,3 +44,10 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
     with path.open("w") as f:
         for row in rows:
             f.write(json.dumps(row, sort_keys=True) + "\n")
+
+
+def write_splits(folder: Path, generate, counts) -> None:
+    """Write every split of a suite (the ``__main__`` of each ``tasks/<family>/generate.py``)."""
+    for split in counts:
+        write_jsonl(folder / f"{split}.jsonl", generate(split))
+        print(f"wrote {folder / f'{split}.jsonl'}")

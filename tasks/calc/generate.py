@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from agentopd.suites import write_jsonl
+from agentopd.suites import write_splits
 from agentopd.tools.calculator import evaluate, format_number
 
 VERSION = 1
@@ -138,7 +138,4 @@ def generate(split: str) -> list[dict]:
 
 
 if __name__ == "__main__":
-    here = Path(__file__).parent / f"v{VERSION}"
-    for split in COUNTS:
-        write_jsonl(here / f"{split}.jsonl", generate(split))
-        print(f"wrote {here / f'{split}.jsonl'}")
+    write_splits(Path(__file__).parent / f"v{VERSION}", generate, COUNTS)

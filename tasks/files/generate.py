@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agentopd.suites import write_jsonl
+from agentopd.suites import write_splits
 from agentopd.tools.vfs import VFS
 
 VERSION = 1
@@ -662,7 +662,4 @@ def generate(split: str) -> list[dict]:
 
 
 if __name__ == "__main__":
-    here = Path(__file__).parent / f"v{VERSION}"
-    for split in COUNTS:
-        write_jsonl(here / f"{split}.jsonl", generate(split))
-        print(f"wrote {here / f'{split}.jsonl'}")
+    write_splits(Path(__file__).parent / f"v{VERSION}", generate, COUNTS)

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agentopd.suites import write_jsonl
+from agentopd.suites import write_splits
 from agentopd.tools.sql import SQLDatabase
 
 VERSION = 1
@@ -693,7 +693,4 @@ def generate(split: str) -> list[dict]:
 
 
 if __name__ == "__main__":
-    here = Path(__file__).parent / f"v{VERSION}"
-    for split in COUNTS:
-        write_jsonl(here / f"{split}.jsonl", generate(split))
-        print(f"wrote {here / f'{split}.jsonl'}")
+    write_splits(Path(__file__).parent / f"v{VERSION}", generate, COUNTS)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+import agentopd  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
+
 
 @pytest.fixture(scope="session")
 def tokenizer():

@@ -71,7 +71,7 @@ class TrainConfig:
     """bf16 autocast on the learner (CUDA) or none."""
     temperature: float = 1.0
     """Rollout sampling temperature (1.0 keeps the recorded logprobs equal to the policy's)."""
-    max_new_tokens: int = 192
+    max_new_tokens: int = 128
     """Per-turn token cap in rollouts."""
     max_context_tokens: int = 4096
     """Episode token budget."""

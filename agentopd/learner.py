@@ -37,7 +37,7 @@ class OptimConfig:
     """After warmup: ``constant`` or ``cosine`` (to 10% of lr at the last step)."""
     grad_clip: float = 1.0
     """Max global grad norm (0 disables)."""
-    max_tokens_per_micro: int = 4096
+    max_tokens_per_micro: int = 2048
     """Padded tokens (rows x length) per forward/backward; gradients accumulate across them."""
     autocast: str = "none"
     """``bf16`` autocast (CUDA; on CPUs without bf16 units it is slower) or ``none``."""

@@ -65,7 +65,7 @@ class TrainConfig:
     """AdamW weight decay."""
     grad_clip: float = 1.0
     """Max gradient norm (0 disables)."""
-    max_tokens_per_micro: int = 4096
+    max_tokens_per_micro: int = 2048
     """Padded tokens per micro-batch; gradients accumulate over micro-batches."""
     autocast: str = "none"
     """bf16 autocast on the learner (CUDA) or none."""

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from agentopd.packing import pack_groups, packed_logits, supports_packing
 from agentopd.rows import Batch, TrainRow, collate, micro_batches
 
 
@@ -37,8 +38,12 @@ class OptimConfig:
     """After warmup: ``constant`` or ``cosine`` (to 10% of lr at the last step)."""
     grad_clip: float = 1.0
     """Max global grad norm (0 disables)."""
-    max_tokens_per_micro: int = 2048
-    """Padded tokens (rows x length) per forward/backward; gradients accumulate across them."""
+    max_tokens_per_micro: int = 4096
+    """Tokens per forward/backward (prefix-tree nodes when packing, rows x padded length
+    otherwise); gradients accumulate across micro-batches."""
+    pack: bool = True
+    """Pack each micro-batch's rows into one prefix tree (shared prefixes computed once; see
+    `agentopd.packing`). Falls back to padded batches for attention kernels without 4-D masks."""
     autocast: str = "none"
     """``bf16`` autocast (CUDA; on CPUs without bf16 units it is slower) or ``none``."""
 
@@ -57,8 +62,19 @@ def lr_lambda(cfg: OptimConfig, total_steps: int) -> Callable[[int], float]:
 
 
 LossFn = Callable[[torch.Tensor, Batch], tuple[torch.Tensor, dict[str, float]]]
-"""(logits (B, T-1, V) at target positions, batch) -> (loss averaged over the batch's
-masked tokens, metrics)."""
+"""(logits (N, V) at the batch's target positions ``batch.mask != 0``, in row-major order,
+batch) -> (loss averaged over the batch's masked tokens, metrics)."""
+
+
+def target_logits(model, batch: Batch, pack: bool) -> torch.Tensor:
+    """The model's logits (N, V) at the batch's target positions (row-major order)."""
+    sel = batch.mask != 0  # (B, T-1)
+    if pack:
+        positions = [sel[i].nonzero().squeeze(-1).tolist() for i in range(sel.shape[0])]
+        return packed_logits(model, [r.input_ids for r in batch.rows], positions)
+    dev = next(model.parameters()).device
+    logits = model(input_ids=batch.input_ids.to(dev), attention_mask=batch.attention_mask.to(dev)).logits
+    return logits[:, :-1][sel.to(dev)]
 
 
 class Learner:
@@ -73,6 +89,7 @@ class Learner:
         )
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg, total_steps))
         self.step_count = 0
+        self.pack = cfg.pack and supports_packing(model)
 
     @property
     def device(self) -> torch.device:
@@ -88,14 +105,13 @@ class Learner:
         agg: dict[str, float] = {}
         dev = self.device
         use_ac = self.cfg.autocast == "bf16"
-        for group in micro_batches(rows, self.cfg.max_tokens_per_micro):
+        for group in self.micro_batches(rows):
             batch = collate(group, self.pad_id)
             weight = float(batch.mask.sum()) / total
             if weight == 0:
                 continue
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_ac):
-                logits = self.model(input_ids=batch.input_ids.to(dev),
-                                    attention_mask=batch.attention_mask.to(dev)).logits[:, :-1]
+                logits = target_logits(self.model, batch, self.pack)
             loss, metrics = loss_fn(logits.float(), batch)
             (loss * weight).backward()
             for k, v in metrics.items():
@@ -114,6 +130,11 @@ class Learner:
         agg["learner/target_tokens"] = float(total)
         self.model.eval()
         return agg
+
+    def micro_batches(self, rows: Sequence[TrainRow]) -> list[list[TrainRow]]:
+        if self.pack:
+            return [[rows[i] for i in g] for g in pack_groups([r.input_ids for r in rows], self.cfg.max_tokens_per_micro)]
+        return micro_batches(rows, self.cfg.max_tokens_per_micro)
 
     # ---- checkpoints --------------------------------------------------------------------
     def save(self, run_dir: Path, tokenizer, extra: dict[str, Any] | None = None, keep: int = 2) -> Path:

@@ -22,8 +22,9 @@ from dataclasses import dataclass, replace
 import gymnasium as gym
 import torch
 
+from agentopd.packing import pack_groups, packed_logits, supports_packing
 from agentopd.render import Renderer, RenderError
-from agentopd.rows import TrainRow, micro_batches
+from agentopd.rows import Batch, TrainRow
 from agentopd.types import Episode
 
 SKILL_HEADER = "\n\nPrivileged notes for this task (from solved examples):\n"
@@ -52,7 +53,7 @@ class LogitTeacher:
     name = "logits"
     provides_logits = True
 
-    def __init__(self, model, tokenizer, max_tokens: int = 8192):
+    def __init__(self, model, tokenizer, max_tokens: int = 4096):
         self.model = model
         self.tokenizer = tokenizer
         self.max_tokens = max_tokens
@@ -65,52 +66,53 @@ class LogitTeacher:
         return row
 
     @torch.no_grad()
-    def _forward(self, rows: Sequence[TrainRow]) -> list[torch.Tensor]:
-        """Teacher log-probs (T-1, V) per row, aligned with the student's target positions."""
-        out: list[torch.Tensor] = []
-        pad = self.tokenizer.pad_token_id or 0
-        for group in micro_batches(rows, self.max_tokens):
-            views = [r.teacher_ids or r.input_ids for r in group]
-            T = max(map(len, views))
-            ids = torch.full((len(group), T), pad, dtype=torch.long)
-            attn = torch.zeros_like(ids)
-            for i, v in enumerate(views):
-                ids[i, : len(v)] = torch.tensor(v)
-                attn[i, : len(v)] = 1
-            logits = self.model(input_ids=ids.to(self.device), attention_mask=attn.to(self.device)).logits
-            logp = torch.log_softmax(logits.float(), dim=-1).cpu()  # (B, T, V)
-            for i, r in enumerate(group):
-                n, off = len(r.input_ids), r.teacher_offset
-                aligned = torch.zeros((n - 1, logp.shape[-1]))
-                # student position p (predicting p+1) <-> teacher position p + off
-                lo = max(0, -off)
-                aligned[lo : n - 1] = logp[i, lo + off : n - 1 + off]
-                out.append((r, aligned))
-        # micro_batches reorders; restore the caller's order
-        by_id = {id(r): a for r, a in out}
-        return [by_id[id(r)] for r in rows]
+    def logprobs_at(self, rows: Sequence[TrainRow], positions: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Teacher log-probs (N, V) at the given student positions of each row (position p
+        predicts token p+1), row by row: one packed forward per group of rows."""
+        views = [r.teacher_ids or r.input_ids for r in rows]
+        # student position p <-> teacher position p + teacher_offset
+        tpos = [[p + r.teacher_offset for p in ps] for r, ps in zip(rows, positions)]
+        per_row: list[torch.Tensor | None] = [None] * len(rows)
+        if supports_packing(self.model):
+            groups = pack_groups(views, self.max_tokens)
+        else:
+            groups = [[i] for i in range(len(rows))]
+        for g in groups:
+            want = [tpos[i] for i in g]
+            if supports_packing(self.model):
+                logits = packed_logits(self.model, [views[i] for i in g], want)
+            else:
+                logits = torch.cat([self.model(input_ids=torch.tensor([views[i]], device=self.device)).logits[0, tpos[i]]
+                                    for i in g])
+            logp = torch.log_softmax(logits.float(), dim=-1).cpu()
+            k = 0
+            for i, w in zip(g, want):
+                per_row[i] = logp[k : k + len(w)]
+                k += len(w)
+        return torch.cat([t for t in per_row if t is not None]) if rows else torch.zeros((0, 0))
 
     def score(self, rows: Sequence[TrainRow]) -> list[TrainRow]:
-        """Add the teacher's logprob of each token and its argmax prediction to each row."""
-        scored = []
-        for r, logp in zip(rows, self._forward(rows)):
-            ids = torch.tensor(r.input_ids[1:])
-            tl = logp.gather(-1, ids[:, None]).squeeze(-1)  # (T-1,)
-            top1 = logp.argmax(-1)
-            mask = torch.tensor(r.loss_mask[1:], dtype=torch.bool)
-            tl = torch.where(mask, tl, torch.zeros_like(tl))
-            scored.append(replace(r, teacher_logp=(0.0, *tl.tolist()), teacher_top1=(-1, *top1.tolist())))
+        """Add the teacher's logprob of each target token and its argmax prediction to each row."""
+        positions = [[p for p in range(len(r.input_ids) - 1) if r.loss_mask[p + 1]] for r in rows]
+        logp = self.logprobs_at(rows, positions)
+        scored, k = [], 0
+        for r, ps in zip(rows, positions):
+            part = logp[k : k + len(ps)]
+            k += len(ps)
+            nxt = torch.tensor([r.input_ids[p + 1] for p in ps], dtype=torch.long)
+            tl = part.gather(-1, nxt[:, None]).squeeze(-1).tolist() if ps else []
+            top1 = part.argmax(-1).tolist() if ps else []
+            t_logp = [0.0] * len(r.input_ids)
+            t_top1 = [-1] * len(r.input_ids)
+            for p, v, a in zip(ps, tl, top1):
+                t_logp[p + 1], t_top1[p + 1] = v, a
+            scored.append(replace(r, teacher_logp=tuple(t_logp), teacher_top1=tuple(t_top1)))
         return scored
 
-    def logits_for(self, rows: Sequence[TrainRow]) -> torch.Tensor:
-        """Teacher log-probs (B, T-1, V) for a micro-batch, padded like `collate`."""
-        per_row = self._forward(rows)
-        T = max(len(r.input_ids) for r in rows)
-        V = per_row[0].shape[-1]
-        out = torch.zeros((len(rows), T - 1, V))
-        for i, a in enumerate(per_row):
-            out[i, : a.shape[0]] = a
-        return out
+    def logits_for(self, batch: Batch) -> torch.Tensor:
+        """Teacher log-probs (N, V) at a micro-batch's target positions (``mask != 0``, row-major)."""
+        sel = batch.mask != 0
+        return self.logprobs_at(batch.rows, [sel[i].nonzero().squeeze(-1).tolist() for i in range(sel.shape[0])])
 
     def relabel(self, episodes: Sequence[Episode], make_env: Callable[[], gym.Env]) -> list[TrainRow]:
         rows = [self.teacher_view(ep, episode_row(ep, i), make_env) for i, ep in enumerate(episodes)]
@@ -122,7 +124,7 @@ class HFTeacher(LogitTeacher):
 
     name = "hf"
 
-    def __init__(self, model, tokenizer, student_tokenizer, max_tokens: int = 8192):
+    def __init__(self, model, tokenizer, student_tokenizer, max_tokens: int = 4096):
         if not same_tokenizer(tokenizer, student_tokenizer):
             raise ValueError(
                 "the teacher's tokenizer differs from the student's: white-box distillation scores "

@@ -65,8 +65,10 @@ class TrainConfig:
     """AdamW weight decay."""
     grad_clip: float = 1.0
     """Max gradient norm (0 disables)."""
-    max_tokens_per_micro: int = 2048
-    """Padded tokens per micro-batch; gradients accumulate over micro-batches."""
+    max_tokens_per_micro: int = 4096
+    """Tokens per learner micro-batch (prefix-tree nodes when packing); gradients accumulate."""
+    pack: bool = True
+    """Pack rows that share prefixes into one forward (exact; see agentopd/packing.py)."""
     autocast: str = "none"
     """bf16 autocast on the learner (CUDA) or none."""
     temperature: float = 1.0
@@ -147,7 +149,7 @@ def main(cfg: TrainConfig, console: Console | None = None) -> dict[str, float]:
     policy = HFPolicy(model, tok)
     teacher = build_teacher(cfg, model, tok)
     optim = OptimConfig(cfg.lr, cfg.weight_decay, cfg.warmup_steps, cfg.schedule, cfg.grad_clip,
-                        cfg.max_tokens_per_micro, cfg.autocast)
+                        cfg.max_tokens_per_micro, cfg.autocast, cfg.pack)
     learner = Learner(model, optim, cfg.steps, pad_id=tok.pad_token_id or 0)
     if ckpt is not None:
         learner.load_state(ckpt)
@@ -270,19 +272,25 @@ def teacher_policy(teacher, tok) -> HFPolicy:
 def make_loss(cfg: TrainConfig, name: str, teacher, acc: TurnAccumulator):
     """The loss closure for `Learner.step`; also feeds per-turn statistics into `acc`."""
 
-    def fn(logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        logp_new = losses.token_logprobs(logits, batch.target_ids)
-        acc.add(batch, logits.detach(), logp_new.detach())
+    def fn(logits_NV: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        sel = (batch.mask != 0).to(logits_NV.device)  # (B, T-1): where logits_NV's rows sit
+        targets_1N = batch.target_ids.to(logits_NV.device)[sel][None]
+        w_1N = batch.mask.to(logits_NV.device)[sel][None]
+        logp_N = losses.token_logprobs(logits_NV[None], targets_1N)[0]
+        acc.add(batch, logits_NV.detach(), logp_N.detach())
         if name == "reverse_kl_pg":
-            out = losses.reverse_kl_pg(logp_new, batch.old_logp, batch.teacher_logp, batch.mask,
-                                       kl_coef=cfg.kl_coef, clip_eps=cfg.clip_eps or None,
-                                       discount=cfg.discount)
+            # back to the (B, T-1) layout: the discount runs over positions within a row
+            logp_BT = torch.zeros(sel.shape, dtype=logp_N.dtype, device=sel.device).masked_scatter(sel, logp_N)
+            dev = sel.device
+            out = losses.reverse_kl_pg(logp_BT, batch.old_logp.to(dev), batch.teacher_logp.to(dev),
+                                       batch.mask.to(dev), kl_coef=cfg.kl_coef,
+                                       clip_eps=cfg.clip_eps or None, discount=cfg.discount)
         elif name == "gkd":
-            t_logits = teacher.logits_for(batch.rows).to(logits.device)
-            out = losses.gkd_jsd(logits, t_logits, batch.mask, beta=cfg.gkd_beta,
+            t_logits_NV = teacher.logits_for(batch).to(logits_NV.device)
+            out = losses.gkd_jsd(logits_NV[None], t_logits_NV[None], w_1N, beta=cfg.gkd_beta,
                                  temperature=cfg.gkd_temperature)
         else:  # sft, dagger
-            out = losses.cross_entropy(logits, batch.target_ids, batch.mask)
+            out = losses.cross_entropy(logits_NV[None], targets_1N, w_1N)
         return out.loss, out.metrics
 
     return fn

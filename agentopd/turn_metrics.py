@@ -51,24 +51,26 @@ class TurnAccumulator:
         self.agree: dict[int, int] = defaultdict(int)
         self.n_agree: dict[int, int] = defaultdict(int)
 
-    def add(self, batch: Batch, logits: torch.Tensor, logp: torch.Tensor) -> None:
-        mask = batch.mask > 0  # (B, T-1)
-        turns = batch.turn_of
-        student_top1 = logits.argmax(-1)  # (B, T-1)
-        teacher_top1 = None
+    def add(self, batch: Batch, logits_NV: torch.Tensor, logp_N: torch.Tensor) -> None:
+        """`logits_NV`, `logp_N`: at the batch's target positions (``mask != 0``), row-major."""
+        sel = batch.mask != 0  # (B, T-1)
+        turns_N = batch.turn_of[sel]
+        student_top1_N = logits_NV.argmax(-1).cpu()
+        logp_N = logp_N.cpu()
+        teacher_top1_N = None
         if all(r.teacher_top1 is not None for r in batch.rows):
             T = batch.input_ids.shape[1]
-            teacher_top1 = torch.full((len(batch.rows), T), -1, dtype=torch.long)
+            full = torch.full((len(batch.rows), T), -1, dtype=torch.long)
             for i, r in enumerate(batch.rows):
-                teacher_top1[i, : len(r.teacher_top1)] = torch.tensor(r.teacher_top1)
-            teacher_top1 = teacher_top1[:, 1:].to(student_top1.device)
-        for t in turns[mask].unique().tolist():
-            sel = mask & (turns == t)
-            self.nll[t] += float(-logp[sel].sum())
-            self.n[t] += int(sel.sum())
-            if teacher_top1 is not None:
-                self.agree[t] += int((student_top1[sel] == teacher_top1[sel]).sum())
-                self.n_agree[t] += int(sel.sum())
+                full[i, : len(r.teacher_top1)] = torch.tensor(r.teacher_top1)
+            teacher_top1_N = full[:, 1:][sel]
+        for t in turns_N.unique().tolist():
+            m = turns_N == t
+            self.nll[t] += float(-logp_N[m].sum())
+            self.n[t] += int(m.sum())
+            if teacher_top1_N is not None:
+                self.agree[t] += int((student_top1_N[m] == teacher_top1_N[m]).sum())
+                self.n_agree[t] += int(m.sum())
 
     def metrics(self) -> dict[str, float]:
         out = {}

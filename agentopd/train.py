@@ -77,6 +77,9 @@ class TrainConfig:
     """Per-turn token cap in rollouts."""
     max_context_tokens: int = 4096
     """Episode token budget."""
+    max_turns: int = 0
+    """Cap on assistant turns per training episode (0 = the env's own turn budget); the
+    held-out eval always uses the env's budget."""
     kl_coef: float = 1.0
     """reverse_kl_pg: the coefficient c of the advantage -c (log mu - log pi_T)."""
     clip_eps: float = 0.2
@@ -93,6 +96,8 @@ class TrainConfig:
     """dagger: train only on turns where the student failed the per-turn oracle check."""
     eval_every: int = 5
     """Held-out eval every K steps (and after the last); 0 disables."""
+    eval_at_start: bool = True
+    """Also evaluate before the first step (the baseline for before/after comparisons)."""
     eval_n: int = 16
     """Held-out (test split) tasks per eval."""
     eval_temperature: float = 0.0
@@ -124,6 +129,8 @@ class TrainConfig:
             raise ValueError("dagger relabels with the env's expert: use --teacher oracle")
         if loss == "gkd" and self.gkd_lambda < 1.0 and not self.teacher.startswith("hf:"):
             raise ValueError("gkd_lambda < 1 samples teacher-generated episodes: needs an hf: teacher")
+        if self.max_turns < 0:
+            raise ValueError("max_turns must be >= 0 (0 = the env's turn budget)")
         if self.steps < 1 or self.episodes_per_step < 1:
             raise ValueError("steps and episodes_per_step must be >= 1")
         if parse_spec(self.student).backend != "hf":
@@ -154,7 +161,7 @@ def main(cfg: TrainConfig, console: Console | None = None) -> dict[str, float]:
     if ckpt is not None:
         learner.load_state(ckpt)
         console.print(f"resumed from {ckpt} (step {learner.step_count})")
-    make_train = lambda: make_env(cfg.env, split="train")  # noqa: E731
+    make_train = train_env_factory(cfg)
     make_test = lambda: make_env(cfg.env, split="test")  # noqa: E731
     train_ids = [t.id for t in make_train().unwrapped.tasks]
     test_ids = [t.id for t in make_test().unwrapped.tasks][: cfg.eval_n]
@@ -170,7 +177,7 @@ def main(cfg: TrainConfig, console: Console | None = None) -> dict[str, float]:
         return {k.replace("turn/", "eval_turn/"): v for k, v in summarize(eps, prefix="eval/").items()
                 if k.startswith(("eval/", "turn/"))}
 
-    if cfg.eval_every and learner.step_count == 0:
+    if cfg.eval_every and cfg.eval_at_start and learner.step_count == 0:
         logger.log(0, evaluate())  # the starting point, for before/after comparisons
 
     with Progress(TextColumn("[bold]train[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -195,6 +202,7 @@ def main(cfg: TrainConfig, console: Console | None = None) -> dict[str, float]:
                 episodes = run_episodes(make_train, actor, task_ids, seeds,
                                         dataclasses.replace(rollout, sampling=params), cfg.env)
             episodes = [e for e in episodes if e.stop_reason.value != "error"]  # infra errors never train
+            policy.invalidate()  # cached keys/values go stale at this step's update: free them now
             t1 = time.perf_counter()
 
             # ---- teacher relabel --------------------------------------------------------------
@@ -217,7 +225,6 @@ def main(cfg: TrainConfig, console: Console | None = None) -> dict[str, float]:
             # ---- loss and optimizer step ------------------------------------------------------
             acc = TurnAccumulator()
             metrics |= learner.step(rows, make_loss(cfg, loss_name, teacher, acc))
-            policy.invalidate()  # cached keys/values belong to the old weights
             t3 = time.perf_counter()
 
             # ---- metrics --------------------------------------------------------------------
@@ -247,6 +254,12 @@ def main(cfg: TrainConfig, console: Console | None = None) -> dict[str, float]:
                 + (f" eval={metrics['eval/success']:.2f}" if "eval/success" in metrics else "")))
     logger.close()
     return last
+
+
+def train_env_factory(cfg: TrainConfig):
+    """Makes training-split envs, with the `max_turns` cap when one is set."""
+    turn_cap = {"max_episode_steps": cfg.max_turns} if cfg.max_turns > 0 else {}
+    return lambda: make_env(cfg.env, split="train", **turn_cap)
 
 
 def _identical_signal(rows) -> bool:

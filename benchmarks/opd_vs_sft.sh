@@ -1,38 +1,60 @@
 #!/usr/bin/env bash
 # The core benchmark (issue 3): same student, same teacher, same number of student updates:
 #   (a) SFT on teacher demonstrations, (b) OPD with reverse_kl_pg, (c) GKD, (d) DAgger (oracle).
-# The white-box teacher is made on this CPU: SmolLM2-135M trained with --loss sft --teacher oracle.
+# The white-box teacher is made on this CPU: SmolLM2-135M trained with --loss sft --teacher oracle
+# (oracle demonstrations), then checked on training tasks.
+#
 # Usage: bash benchmarks/opd_vs_sft.sh ENV SEEDS TEACHER_STEPS STUDENT_STEPS
-#   e.g. bash benchmarks/opd_vs_sft.sh agentopd/Calc-v0 "0 1 2" 150 40
+#   e.g. bash benchmarks/opd_vs_sft.sh agentopd/Calc-v0 "0 1 2" 40 6
+# Sizes (env vars): EPISODES (per step, 8), EVAL_N (held-out test tasks, 32), MAX_NEW (per-turn
+# token cap, 96), LR (student lr, 1e-4), TEACHER_LR (1e-4).
+# The student's held-out eval before training is the same for every method and seed (greedy
+# decoding, same fresh weights, same tasks), so it runs once (base-eval/); each student run
+# evaluates once, after its last step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ENV=${1:-agentopd/Calc-v0}
 SEEDS=${2:-0}
-TEACHER_STEPS=${3:-150}
-STEPS=${4:-40}
+TEACHER_STEPS=${3:-40}
+STEPS=${4:-6}
+EPISODES=${EPISODES:-8}
+EVAL_N=${EVAL_N:-32}
+MAX_NEW=${MAX_NEW:-96}
+LR=${LR:-1e-4}
+TEACHER_LR=${TEACHER_LR:-1e-4}
 name=$(echo "$ENV" | sed 's#agentopd/##; s#-v0##' | tr 'A-Z' 'a-z')
 root=benchmarks/out/opd_vs_sft/$name
 mkdir -p "$root"
 A=".venv/bin/agentopd"
-COMMON="--env $ENV --episodes-per-step 8 --max-new-tokens 128 --eval-every 10 --eval-n 50 --keep-checkpoints 1"
+COMMON="--env $ENV --episodes-per-step $EPISODES --max-new-tokens $MAX_NEW --eval-n $EVAL_N --keep-checkpoints 1"
+timed() { /usr/bin/time -a -o "$root/times.txt" -f "$1 wall_s=%e cpu_s=%U max_rss_kb=%M" "${@:2}"; }
 
-# 1. the teacher: SFT on oracle demonstrations until it solves most training tasks
+# 0. the fresh student, once
+if [ ! -f "$root/base-eval/summary.json" ]; then
+  timed "base-eval" $A eval --env "$ENV" --split test --n "$EVAL_N" --max-new-tokens "$MAX_NEW" --out "$root/base-eval"
+fi
+
+# 1. the teacher: SFT on oracle demonstrations, then its success on training tasks
 if [ ! -f "$root/teacher/latest" ]; then
-  $A train $COMMON --teacher oracle --loss sft --steps "$TEACHER_STEPS" --lr 1e-4 --ckpt-every 25 \
-     --out "$root/teacher" --seed 1234
+  timed "teacher" $A train $COMMON --teacher oracle --loss sft --steps "$TEACHER_STEPS" --lr "$TEACHER_LR" \
+     --eval-every "$TEACHER_STEPS" --no-eval-at-start --ckpt-every "$TEACHER_STEPS" --out "$root/teacher" --seed 1234
 fi
 T="$root/teacher/$(cat "$root/teacher/latest")"
-$A eval --env "$ENV" --model "hf:$T" --split train --n 100 --out "$root/teacher-eval-train"
+if [ ! -f "$root/teacher-eval-train/summary.json" ]; then
+  timed "teacher-eval-train" $A eval --env "$ENV" --model "hf:$T" --split train --n "$EVAL_N" \
+     --max-new-tokens "$MAX_NEW" --out "$root/teacher-eval-train"
+fi
 
 # 2. the four methods from the same fresh student
 for seed in $SEEDS; do
   for method in sft reverse_kl_pg gkd dagger; do
     out="$root/$method-seed$seed"
+    [ -f "$out/latest" ] && [ "$(cat "$out/latest")" = "step_$STEPS" ] && continue
     teacher="hf:$T"; [ "$method" = dagger ] && teacher=oracle
-    /usr/bin/time -f "$method seed=$seed wall_s=%e cpu_s=%U max_rss_kb=%M" \
-      $A train $COMMON --teacher "$teacher" --loss "$method" --steps "$STEPS" --lr 5e-5 \
-        --seed "$seed" --ckpt-every "$STEPS" --out "$out" ${RESUME:+--resume}
-    $A report "$out"
-    $A eval --env "$ENV" --model "hf:$out/step_$STEPS" --split test --seed "$seed" --out "$out/final-eval"
+    resume=""; [ -f "$out/latest" ] && resume="--resume"
+    timed "$method seed=$seed" $A train $COMMON --teacher "$teacher" --loss "$method" --steps "$STEPS" \
+        --lr "$LR" --seed "$seed" --eval-every "$STEPS" --no-eval-at-start --ckpt-every "$STEPS" \
+        --out "$out" $resume
+    $A report "$out" > /dev/null
   done
 done

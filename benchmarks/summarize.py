@@ -77,8 +77,56 @@ def teachers() -> None:
                   + f", peak RSS {max(r['time/peak_rss_mb'] for r in steps):.0f} MB")
 
 
+def _metrics(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def opd_vs_sft() -> None:
+    """Held-out success, per-turn on-track curve, step-time split and peak memory per method."""
+    root = OUT / "opd_vs_sft"
+    if not root.exists():
+        return
+    for fam_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        fam = fam_dir.name
+        print(f"\n#### {fam}\n")
+        base = fam_dir / "base-eval" / "summary.json"
+        if base.exists():
+            m = json.loads(base.read_text())["metrics"]
+            print(f"fresh student (greedy, {m['eval/episodes']:.0f} test tasks): success {m['eval/success']:.3f}")
+        t = fam_dir / "teacher-eval-train" / "summary.json"
+        if t.exists():
+            m = json.loads(t.read_text())["metrics"]
+            print(f"teacher (SFT on oracle demos) on {m['eval/episodes']:.0f} training tasks: success "
+                  f"{m['eval/success']:.3f}")
+        tt = [r for r in _metrics(fam_dir / "teacher" / "metrics.jsonl") if "eval/success" in r]
+        if tt:
+            print(f"teacher on held-out test tasks after {tt[-1]['step']} steps: success {tt[-1]['eval/success']:.3f}")
+        print("\n| method | seed | steps | held-out success | on track after turn 0 | 1 | 2 | 3 | rollout s/step "
+              "| teacher s/step | learner s/step | peak RSS MB |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        per_method: dict[str, list[float]] = {}
+        for method in ("sft", "reverse_kl_pg", "gkd", "dagger"):
+            for run in sorted(fam_dir.glob(f"{method}-seed*")):
+                rows = _metrics(run / "metrics.jsonl")
+                ev = [r for r in rows if "eval/success" in r]
+                steps = [r for r in rows if "time/rollout_s" in r]
+                if not ev or not steps:
+                    continue
+                last = ev[-1]
+                per_method.setdefault(method, []).append(last["eval/success"])
+                turns = " | ".join(f"{last.get(f'eval_turn/{i}/on_track', float('nan')):.2f}" for i in range(4))
+                avg = [sum(r[k] for r in steps) / len(steps) for k in ("time/rollout_s", "time/teacher_s", "time/learner_s")]
+                print(f"| {method} | {run.name.split('seed')[1]} | {last['step']} | {last['eval/success']:.3f} | {turns} | "
+                      + " | ".join(f"{a:.1f}" for a in avg) + f" | {max(r['time/peak_rss_mb'] for r in steps):.0f} |")
+        if per_method:
+            print("\n| method | runs | mean held-out success | min | max |\n|---|---|---|---|---|")
+            for method, v in per_method.items():
+                print(f"| {method} | {len(v)} | {sum(v) / len(v):.3f} | {min(v):.3f} | {max(v):.3f} |")
+
+
 if __name__ == "__main__":
     base_success()
     by_difficulty()
     foundation()
     teachers()
+    opd_vs_sft()

@@ -27,7 +27,7 @@ from agentopd.teachers import (
     oracle_turns,
     with_skill_card,
 )
-from agentopd.train import TrainConfig, main
+from agentopd.train import TrainConfig, main, train_env_factory
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +69,19 @@ def test_dagger_training_moves_the_student_toward_the_oracle(tiny_dir, tmp_path)
     main(cfg)
     ces = [json.loads(x)["loss/ce"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert ces[-1] < ces[0] - 0.5, ces
+
+
+def test_max_turns_caps_training_episodes():
+    make = train_env_factory(TrainConfig(max_turns=2))
+    env = make()
+    env.reset(seed=0)
+    *_, term, trunc, _ = env.step(env.unwrapped.oracle_action())
+    assert not (term or trunc)
+    *_, term, trunc, _ = env.step(env.unwrapped.oracle_action())  # calc's oracle needs 3+ turns here
+    assert trunc and not term
+    assert train_env_factory(TrainConfig())().spec.max_episode_steps == 12  # the env's own budget
+    with pytest.raises(ValueError, match="max_turns"):
+        TrainConfig(max_turns=-1).validate()
 
 
 def _params(path):

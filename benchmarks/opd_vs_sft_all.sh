@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash benchmarks/opd_vs_sft.sh agentopd/Calc-v0 "0" 20 3
-bash benchmarks/opd_vs_sft.sh agentopd/SQL-v0 "0" 10 3
+MAX_NEW=112 bash benchmarks/opd_vs_sft.sh agentopd/SQL-v0 "0" 10 3
 bash benchmarks/opd_vs_sft.sh agentopd/Calc-v0 "1 2" 20 3

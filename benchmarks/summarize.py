@@ -55,26 +55,26 @@ def foundation() -> None:
 
 
 def teachers() -> None:
-    print("\n| teacher | step | eval success | eval on-track t0 | t1 | t2 |\n|---|---|---|---|---|---|")
+    print("\n| teacher | step | held-out success | held-out mean turns | rollout success | rollout mean turns "
+          "| loss | teacher KL | rollout s | teacher s | learner s | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    f = lambda r, k, fmt: format(r[k], fmt) if k in r else "-"  # noqa: E731
     for t in ("oracle", "self"):
         p = OUT / f"teacher-{t}" / "metrics.jsonl"
         if not p.exists():
             continue
         for line in p.read_text().splitlines():
             r = json.loads(line)
-            if r.get("eval/success") is not None:
-                tr = " | ".join(f"{r.get(f'eval_turn/{i}/on_track') or float('nan'):.2f}" for i in range(3))
-                print(f"| {t} | {r['step']} | {r['eval/success']:.3f} | {tr} |")
-    for t in ("oracle", "self"):
-        p = OUT / f"teacher-{t}" / "metrics.jsonl"
-        if not p.exists():
-            continue
-        rows = [json.loads(x) for x in p.read_text().splitlines()]
-        steps = [r for r in rows if r.get("time/rollout_s") is not None]
-        if steps:
-            avg = {k: sum(r[k] for r in steps) / len(steps) for k in ("time/rollout_s", "time/teacher_s", "time/learner_s")}
-            print(f"{t}: mean per step over {len(steps)} steps: " + ", ".join(f"{k} {v:.1f}" for k, v in avg.items())
-                  + f", peak RSS {max(r['time/peak_rss_mb'] for r in steps):.0f} MB")
+            loss = f(r, "loss/ce", ".3f") if "loss/ce" in r else f(r, "loss/kl", ".3f")
+            print(f"| {t} | {r['step']} | {f(r, 'eval/success', '.3f')} | {f(r, 'eval/mean_turns', '.2f')} | "
+                  f"{f(r, 'rollout/success', '.3f')} | {f(r, 'rollout/mean_turns', '.2f')} | {loss} | "
+                  f"{f(r, 'teacher/reverse_kl', '.3f')} | {f(r, 'time/rollout_s', '.0f')} | {f(r, 'time/teacher_s', '.0f')} | "
+                  f"{f(r, 'time/learner_s', '.0f')} | {f(r, 'time/peak_rss_mb', '.0f')} |")
+    log = OUT / "default_teacher.log"
+    if log.exists():
+        for line in log.read_text(errors="replace").splitlines():
+            if "cpu_user_s=" in line:
+                print(f"\n    {line.strip()}")
 
 
 def _metrics(path: Path) -> list[dict]:

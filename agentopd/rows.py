@@ -24,6 +24,11 @@ class TrainRow:
     """Teacher logprob of each token (white-box and self teachers)."""
     teacher_top1: tuple[int, ...] | None = None
     """Teacher argmax next-token id at each position's prediction (aligned with input_ids)."""
+    teacher_topk_ids: tuple[tuple[int, ...], ...] | None = None
+    """The teacher's top-k token ids at each target position (``loss_mask[p + 1] == 1``), in
+    order: what a served teacher returns instead of full logits (top-k GKD)."""
+    teacher_topk_logp: tuple[tuple[float, ...], ...] | None = None
+    """Their log-probs (at the GKD temperature), aligned with `teacher_topk_ids`."""
     teacher_ids: tuple[int, ...] | None = None
     """The teacher's own view of the sequence (self teacher: with the skill card), when it
     differs from input_ids; aligned by `teacher_offset`."""
@@ -38,6 +43,9 @@ class TrainRow:
             raise ValueError("TrainRow fields must all have the length of input_ids")
         if self.teacher_logp is not None and len(self.teacher_logp) != n:
             raise ValueError("teacher_logp must have the length of input_ids")
+        if self.teacher_topk_ids is not None and not (
+                len(self.teacher_topk_ids) == len(self.teacher_topk_logp or ()) == sum(self.loss_mask[1:])):
+            raise ValueError("teacher_topk_ids/logp need one entry per target position")
 
     @property
     def n_targets(self) -> int:

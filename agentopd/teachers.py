@@ -53,10 +53,14 @@ class LogitTeacher:
     name = "logits"
     provides_logits = True
 
-    def __init__(self, model, tokenizer, max_tokens: int = 4096):
+    def __init__(self, model, tokenizer, max_tokens: int = 4096, topk: int = 0, topk_temperature: float = 1.0):
         self.model = model
         self.tokenizer = tokenizer
         self.max_tokens = max_tokens
+        self.topk = topk
+        """When > 0, `score` also keeps the top-k ids and log-probs at every target (top-k GKD)."""
+        self.topk_temperature = topk_temperature
+        """Temperature of the top-k log-probs (the GKD temperature, applied to the teacher)."""
 
     @property
     def device(self) -> torch.device:
@@ -106,7 +110,13 @@ class LogitTeacher:
             t_top1 = [-1] * len(r.input_ids)
             for p, v, a in zip(ps, tl, top1):
                 t_logp[p + 1], t_top1[p + 1] = v, a
-            scored.append(replace(r, teacher_logp=tuple(t_logp), teacher_top1=tuple(t_top1)))
+            extra = {}
+            if self.topk > 0:
+                # log_softmax(logp / tau) == log_softmax(logits / tau): logp is logits shifted per row
+                top = torch.log_softmax(part / self.topk_temperature, dim=-1).topk(min(self.topk, part.shape[-1]), dim=-1)
+                extra = {"teacher_topk_ids": tuple(map(tuple, top.indices.tolist())),
+                         "teacher_topk_logp": tuple(map(tuple, top.values.tolist()))}
+            scored.append(replace(r, teacher_logp=tuple(t_logp), teacher_top1=tuple(t_top1), **extra))
         return scored
 
     def logits_for(self, batch: Batch) -> torch.Tensor:
@@ -124,7 +134,8 @@ class HFTeacher(LogitTeacher):
 
     name = "hf"
 
-    def __init__(self, model, tokenizer, student_tokenizer, max_tokens: int = 4096):
+    def __init__(self, model, tokenizer, student_tokenizer, max_tokens: int = 4096, topk: int = 0,
+                 topk_temperature: float = 1.0):
         if not same_tokenizer(tokenizer, student_tokenizer):
             raise ValueError(
                 "the teacher's tokenizer differs from the student's: white-box distillation scores "
@@ -132,7 +143,7 @@ class HFTeacher(LogitTeacher):
                 "from the same model family (e.g. Qwen3-8B for a Qwen3-1.7B student), or the "
                 "'oracle' teacher, which needs no logits."
             )
-        super().__init__(model.eval(), tokenizer, max_tokens)
+        super().__init__(model.eval(), tokenizer, max_tokens, topk, topk_temperature)
 
 
 class SelfTeacher(LogitTeacher):

@@ -92,6 +92,9 @@ class TrainConfig:
     """gkd: JSD interpolation beta (0 forward KL, 1 reverse KL)."""
     gkd_temperature: float = 0.9
     """gkd: softmax temperature of both distributions."""
+    gkd_topk: int = 0
+    """gkd: 0 = full-vocabulary JSD; K > 0 = the teacher keeps only its top-K log-probs per token
+    (what a served teacher returns) and the loss is JSD over those K tokens plus a tail bucket."""
     gkd_lambda: float = 1.0
     """gkd: fraction of steps trained on student rollouts (the rest on teacher-generated ones)."""
     dagger_only_diverged: bool = False
@@ -131,6 +134,8 @@ class TrainConfig:
             raise ValueError("dagger relabels with the env's expert: use --teacher oracle")
         if loss == "gkd" and self.gkd_lambda < 1.0 and not self.teacher.startswith("hf:"):
             raise ValueError("gkd_lambda < 1 samples teacher-generated episodes: needs an hf: teacher")
+        if self.gkd_topk < 0 or (self.gkd_topk > 0 and loss != "gkd"):
+            raise ValueError("gkd_topk must be >= 0, and > 0 only with --loss gkd")
         if self.max_turns < 0:
             raise ValueError("max_turns must be >= 0 (0 = the env's turn budget)")
         if self.steps < 1 or self.episodes_per_step < 1:
@@ -271,12 +276,13 @@ def _identical_signal(rows) -> bool:
 def build_teacher(cfg: TrainConfig, student_model, tok):
     if cfg.teacher == "oracle":
         return OracleTeacher(tok, only_diverged=cfg.dagger_only_diverged)
+    topk = {"topk": cfg.gkd_topk, "topk_temperature": cfg.gkd_temperature} if cfg.resolved_loss() == "gkd" else {}
     if cfg.teacher == "self":
-        return SelfTeacher(student_model, tok)
+        return SelfTeacher(student_model, tok, **topk)
     name = parse_spec(cfg.teacher).name
     t_tok = load_tokenizer(name)
     t_model = load_causal_lm(name, device=cfg.teacher_device or cfg.device, dtype="float32")
-    return HFTeacher(t_model, t_tok, tok)
+    return HFTeacher(t_model, t_tok, tok, **topk)
 
 
 def teacher_policy(teacher, tok) -> HFPolicy:
@@ -300,6 +306,11 @@ def make_loss(cfg: TrainConfig, name: str, teacher, acc: TurnAccumulator):
             out = losses.reverse_kl_pg(logp_BT, batch.old_logp.to(dev), batch.teacher_logp.to(dev),
                                        batch.mask.to(dev), kl_coef=cfg.kl_coef,
                                        clip_eps=cfg.clip_eps or None, discount=cfg.discount)
+        elif name == "gkd" and cfg.gkd_topk > 0:
+            ids_1NK = torch.tensor([k for r in batch.rows for k in r.teacher_topk_ids], device=logits_NV.device)[None]
+            lp_1NK = torch.tensor([k for r in batch.rows for k in r.teacher_topk_logp], device=logits_NV.device)[None]
+            out = losses.gkd_jsd_topk(logits_NV[None], ids_1NK, lp_1NK, w_1N, beta=cfg.gkd_beta,
+                                      temperature=cfg.gkd_temperature)
         elif name == "gkd":
             t_logits_NV = teacher.logits_for(batch).to(logits_NV.device)
             out = losses.gkd_jsd(logits_NV[None], t_logits_NV[None], w_1N, beta=cfg.gkd_beta,

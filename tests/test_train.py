@@ -44,11 +44,11 @@ def _cfg(tiny_dir, out, **kw):
     return TrainConfig(**{**base, **kw})
 
 
-@pytest.mark.parametrize("teacher, loss", [("oracle", "dagger"), ("self", "reverse_kl_pg"),
-                                           ("TINY", "gkd"), ("oracle", "sft")])
-def test_two_step_smoke_run_of_every_loss(tiny_dir, tmp_path, teacher, loss):
+@pytest.mark.parametrize("teacher, loss, topk", [("oracle", "dagger", 0), ("self", "reverse_kl_pg", 0),
+                                                 ("TINY", "gkd", 0), ("TINY", "gkd", 8), ("oracle", "sft", 0)])
+def test_two_step_smoke_run_of_every_loss(tiny_dir, tmp_path, teacher, loss, topk):
     teacher = f"hf:{tiny_dir}" if teacher == "TINY" else teacher
-    cfg = _cfg(tiny_dir, tmp_path / "run", teacher=teacher, loss=loss)
+    cfg = _cfg(tiny_dir, tmp_path / "run", teacher=teacher, loss=loss, gkd_topk=topk)
     last = main(cfg)
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1, 2]  # step 0: the held-out eval before training
@@ -56,6 +56,8 @@ def test_two_step_smoke_run_of_every_loss(tiny_dir, tmp_path, teacher, loss):
     assert "eval/success" in rows[-1] and "learner/grad_norm" in rows[-1]
     assert any(k.startswith("turn/0/") for k in last)
     assert {"time/rollout_s", "time/teacher_s", "time/learner_s", "time/peak_rss_mb"} <= set(last)
+    if topk:
+        assert 0 <= last["loss/teacher_tail_mass"] < 1
     if loss in ("reverse_kl_pg", "gkd"):
         assert "teacher/reverse_kl" in last and "turn/0/teacher_kl" in last and "turn/0/top1_agree" in last
     ckpt = tmp_path / "run" / (tmp_path / "run" / "latest").read_text()
@@ -69,6 +71,33 @@ def test_dagger_training_moves_the_student_toward_the_oracle(tiny_dir, tmp_path)
     main(cfg)
     ces = [json.loads(x)["loss/ce"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert ces[-1] < ces[0] - 0.5, ces
+
+
+def test_topk_gkd_with_the_whole_vocabulary_equals_full_gkd(tokenizer, tiny_model):
+    """Wiring check: teacher top-k rows -> micro-batch -> loss, against the full-vocab path."""
+    from agentopd.learner import target_logits
+    from agentopd.models import tiny_model_from
+    from agentopd.rows import collate
+    from agentopd.train import make_loss
+    from agentopd.turn_metrics import TurnAccumulator
+
+    V = tiny_model.config.vocab_size
+    rows = []
+    for k, n in enumerate((30, 45)):  # two rows of different lengths: padding and row order matter
+        ids = tuple(range(100 + k, 100 + k + n))
+        mask = (0,) * 10 + (1,) * (n - 10)
+        rows.append(TrainRow(ids, mask, (0.0,) * n, tuple(0 if m else -1 for m in mask)))
+    student = tiny_model_from(tokenizer, seed=3)
+    losses_by_k = {}
+    for k in (0, V):
+        cfg = TrainConfig(teacher="self", loss="gkd", gkd_topk=k, gkd_temperature=0.9)
+        teacher = HFTeacher(tiny_model, tokenizer, tokenizer, topk=k, topk_temperature=0.9)
+        batch = collate(teacher.score(rows), tokenizer.pad_token_id)
+        loss, metrics = make_loss(cfg, "gkd", teacher, TurnAccumulator())(target_logits(student, batch, True), batch)
+        losses_by_k[k] = float(loss.detach())
+    assert losses_by_k[V] == pytest.approx(losses_by_k[0], rel=1e-4)
+    with pytest.raises(ValueError, match="gkd_topk"):
+        TrainConfig(teacher="self", loss="reverse_kl_pg", gkd_topk=5).validate()
 
 
 def test_max_turns_caps_training_episodes():

@@ -46,6 +46,9 @@ class OptimConfig:
     `agentopd.packing`). Falls back to padded batches for attention kernels without 4-D masks."""
     autocast: str = "none"
     """``bf16`` autocast (CUDA; on CPUs without bf16 units it is slower) or ``none``."""
+    grad_checkpointing: bool = False
+    """Recompute each layer's activations in the backward pass instead of storing them: far less
+    memory per micro-batch token for about one more forward of compute."""
 
 
 def lr_lambda(cfg: OptimConfig, total_steps: int) -> Callable[[int], float]:
@@ -90,6 +93,8 @@ class Learner:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg, total_steps))
         self.step_count = 0
         self.pack = cfg.pack and supports_packing(model)
+        if cfg.grad_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     @property
     def device(self) -> torch.device:

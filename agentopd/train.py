@@ -72,6 +72,8 @@ class TrainConfig:
     """Pack rows that share prefixes into one forward (exact; see agentopd/packing.py)."""
     autocast: str = "none"
     """bf16 autocast on the learner (CUDA) or none."""
+    grad_checkpointing: bool = False
+    """Recompute activations in the backward pass (less learner memory, ~1 more forward of time)."""
     temperature: float = 1.0
     """Rollout sampling temperature (1.0 keeps the recorded logprobs equal to the policy's)."""
     max_new_tokens: int = 96
@@ -163,7 +165,7 @@ def main(cfg: TrainConfig, console: Console | None = None) -> dict[str, float]:
     policy = HFPolicy(model, tok)
     teacher = build_teacher(cfg, model, tok)
     optim = OptimConfig(cfg.lr, cfg.weight_decay, cfg.warmup_steps, cfg.schedule, cfg.grad_clip,
-                        cfg.max_tokens_per_micro, cfg.autocast, cfg.pack)
+                        cfg.max_tokens_per_micro, cfg.autocast, cfg.pack, cfg.grad_checkpointing)
     learner = Learner(model, optim, cfg.steps, pad_id=tok.pad_token_id or 0)
     if ckpt is not None:
         learner.load_state(ckpt)

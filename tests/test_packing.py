@@ -69,7 +69,8 @@ def _rows(seqs):
 
 
 def test_packed_learner_step_equals_padded_step(tokenizer):
-    """One optimizer step with packing gives the same loss and the same gradients."""
+    """One optimizer step with packing gives the same loss and the same gradients (also with
+    gradient checkpointing)."""
     from agentopd.models import tiny_model_from
 
     rows = _rows(_seqs())
@@ -81,16 +82,17 @@ def test_packed_learner_step_equals_padded_step(tokenizer):
 
     results = []
     base = tiny_model_from(tokenizer, seed=2)
-    for pack_rows in (True, False):
+    for pack_rows, ckpt in ((True, False), (False, False), (True, True)):
         model = copy.deepcopy(base)
-        learner = Learner(model, OptimConfig(lr=1e-2, max_tokens_per_micro=80, pack=pack_rows), 1,
-                          pad_id=tokenizer.pad_token_id)
-        assert learner.pack is pack_rows
+        learner = Learner(model, OptimConfig(lr=1e-2, max_tokens_per_micro=80, pack=pack_rows,
+                                             grad_checkpointing=ckpt), 1, pad_id=tokenizer.pad_token_id)
+        assert learner.pack is pack_rows and model.is_gradient_checkpointing is ckpt
         metrics = learner.step(rows, ce)
         results.append((metrics, {k: p.grad.clone() for k, p in model.named_parameters()}))
-    (m_pack, g_pack), (m_pad, g_pad) = results
-    assert m_pack["loss/ce"] == pytest.approx(m_pad["loss/ce"], rel=1e-5)
-    assert m_pack["learner/grad_norm"] == pytest.approx(m_pad["learner/grad_norm"], rel=1e-4)
-    for k in g_pack:
-        torch.testing.assert_close(g_pack[k], g_pad[k], atol=1e-6, rtol=1e-3)
+    (m_pack, g_pack), *others = results  # padded; packed with gradient checkpointing
     assert sum(float(g.abs().sum()) for g in g_pack.values()) > 0
+    for m_other, g_other in others:
+        assert m_pack["loss/ce"] == pytest.approx(m_other["loss/ce"], rel=1e-5)
+        assert m_pack["learner/grad_norm"] == pytest.approx(m_other["learner/grad_norm"], rel=1e-4)
+        for k in g_pack:
+            torch.testing.assert_close(g_pack[k], g_other[k], atol=1e-6, rtol=1e-3)

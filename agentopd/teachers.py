@@ -88,7 +88,7 @@ class LogitTeacher:
             else:
                 logits = torch.cat([self.model(input_ids=torch.tensor([views[i]], device=self.device)).logits[0, tpos[i]]
                                     for i in g])
-            logp = torch.log_softmax(logits.float(), dim=-1).cpu()
+            logp = torch.log_softmax(logits.float(), dim=-1)
             k = 0
             for i, w in zip(g, want):
                 per_row[i] = logp[k : k + len(w)]
@@ -96,9 +96,18 @@ class LogitTeacher:
         return torch.cat([t for t in per_row if t is not None]) if rows else torch.zeros((0, 0))
 
     def score(self, rows: Sequence[TrainRow]) -> list[TrainRow]:
-        """Add the teacher's logprob of each target token and its argmax prediction to each row."""
+        """Add the teacher's logprob of each target token and its argmax prediction to each row
+        (and its top-k, for top-k GKD). Scored group by group, so only one group's
+        (targets x vocabulary) log-probs are alive at a time."""
+        scored: dict[int, TrainRow] = {}
+        for g in pack_groups([r.teacher_ids or r.input_ids for r in rows], self.max_tokens):
+            for i, row in zip(g, self._score_group([rows[i] for i in g])):
+                scored[i] = row
+        return [scored[i] for i in range(len(rows))]
+
+    def _score_group(self, rows: Sequence[TrainRow]) -> list[TrainRow]:
         positions = [[p for p in range(len(r.input_ids) - 1) if r.loss_mask[p + 1]] for r in rows]
-        logp = self.logprobs_at(rows, positions)
+        logp = self.logprobs_at(rows, positions).cpu()
         scored, k = [], 0
         for r, ps in zip(rows, positions):
             part = logp[k : k + len(ps)]

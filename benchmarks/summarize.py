@@ -118,10 +118,49 @@ def opd_vs_sft() -> None:
                 avg = [sum(r[k] for r in steps) / len(steps) for k in ("time/rollout_s", "time/teacher_s", "time/learner_s")]
                 print(f"| {method} | {run.name.split('seed')[1]} | {last['step']} | {last['eval/success']:.3f} | {turns} | "
                       + " | ".join(f"{a:.1f}" for a in avg) + f" | {max(r['time/peak_rss_mb'] for r in steps):.0f} |")
+        plot_per_turn(fam_dir)
         if per_method:
             print("\n| method | runs | mean held-out success | min | max |\n|---|---|---|---|---|")
             for method, v in per_method.items():
                 print(f"| {method} | {len(v)} | {sum(v) / len(v):.3f} | {min(v):.3f} | {max(v):.3f} |")
+
+
+def plot_per_turn(fam_dir: Path, turns: int = 6) -> None:
+    """per_turn_success.png: held-out on-track fraction after each turn, per method (mean over
+    seeds), with the fresh student for reference."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    base = fam_dir / "base-eval" / "summary.json"
+    if base.exists():
+        m = json.loads(base.read_text())["metrics"]
+        ax.plot(range(turns), [m.get(f"turn/{t}/on_track", float("nan")) for t in range(turns)], "k--",
+                label="fresh student")
+    drawn = False
+    for method in ("sft", "reverse_kl_pg", "gkd", "dagger"):
+        curves = []
+        for run in sorted(fam_dir.glob(f"{method}-seed*")):
+            ev = [r for r in _metrics(run / "metrics.jsonl") if "eval/success" in r]
+            if ev:
+                curves.append([ev[-1].get(f"eval_turn/{t}/on_track", float("nan")) for t in range(turns)])
+        if curves:
+            mean = [sum(c[t] for c in curves) / len(curves) for t in range(turns)]
+            ax.plot(range(turns), mean, marker="o", label=f"{method} ({len(curves)} seed{'s' * (len(curves) > 1)})")
+            drawn = True
+    if not drawn:
+        plt.close(fig)
+        return
+    ax.set_xlabel("assistant turn t")
+    ax.set_ylabel("held-out episodes still on track after turn t")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{fam_dir.name}: per-turn success after training")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(fam_dir / "per_turn_success.png", dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -244,6 +244,8 @@ def main(cfg: TrainConfig, console: Console | None = None) -> dict[str, float]:
                 metrics["rollout/first_divergence_mean"] = (
                     sum(d for d in div if d is not None) / max(1, sum(d is not None for d in div)))
                 metrics["rollout/never_diverged"] = sum(d is None for d in div) / len(div)
+            else:  # demonstrations (oracle or teacher episodes): how good was the data?
+                metrics |= {k: v for k, v in summarize(episodes, prefix="demo/").items() if k.startswith("demo/")}
             metrics |= acc.metrics()
             metrics |= {"time/rollout_s": t1 - t0, "time/teacher_s": t2 - t1, "time/learner_s": t3 - t2,
                         "time/peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}

@@ -58,6 +58,8 @@ def test_two_step_smoke_run_of_every_loss(tiny_dir, tmp_path, teacher, loss, top
     assert {"time/rollout_s", "time/teacher_s", "time/learner_s", "time/peak_rss_mb"} <= set(last)
     if topk:
         assert 0 <= last["loss/teacher_tail_mass"] < 1
+    if loss == "sft":  # oracle demonstrations: every one solves its task
+        assert last["demo/success"] == 1.0
     if loss in ("reverse_kl_pg", "gkd"):
         assert "teacher/reverse_kl" in last and "turn/0/teacher_kl" in last and "turn/0/top1_agree" in last
     ckpt = tmp_path / "run" / (tmp_path / "run" / "latest").read_text()

@@ -114,15 +114,38 @@ def opd_vs_sft() -> None:
                     continue
                 last = ev[-1]
                 per_method.setdefault(method, []).append(last["eval/success"])
-                turns = " | ".join(f"{last.get(f'eval_turn/{i}/on_track', float('nan')):.2f}" for i in range(4))
+                turns = " | ".join(f"{_on_track(last, i, 'eval_turn/', 'eval/'):.2f}" for i in range(4))
                 avg = [sum(r[k] for r in steps) / len(steps) for k in ("time/rollout_s", "time/teacher_s", "time/learner_s")]
                 print(f"| {method} | {run.name.split('seed')[1]} | {last['step']} | {last['eval/success']:.3f} | {turns} | "
                       + " | ".join(f"{a:.1f}" for a in avg) + f" | {max(r['time/peak_rss_mb'] for r in steps):.0f} |")
         plot_per_turn(fam_dir)
+        per_turn_kl(fam_dir)
         if per_method:
             print("\n| method | runs | mean held-out success | min | max |\n|---|---|---|---|---|")
             for method, v in per_method.items():
                 print(f"| {method} | {len(v)} | {sum(v) / len(v):.3f} | {min(v):.3f} | {max(v):.3f} |")
+
+
+def _on_track(m: dict, t: int, turn_prefix: str, prefix: str) -> float:
+    """On-track fraction after turn t; past the longest episode every episode has ended, and an
+    ended episode counts as on track iff it succeeded, so the value is the success rate."""
+    return m.get(f"{turn_prefix}{t}/on_track", m.get(f"{prefix}success", float("nan")))
+
+
+def per_turn_kl(fam_dir: Path, turns: int = 3) -> None:
+    """Teacher reverse KL (nats/token on the student's sampled tokens) per turn, first vs last step."""
+    runs = [r for m in ("reverse_kl_pg", "gkd") for r in sorted(fam_dir.glob(f"{m}-seed*"))]
+    rows = [(run.name, [r for r in _metrics(run / "metrics.jsonl") if "turn/0/teacher_kl" in r]) for run in runs]
+    rows = [(n, s) for n, s in rows if len(s) > 1]
+    if not rows:
+        return
+    head = " | ".join(f"turn {t}" for t in range(turns))
+    print(f"\n| run | step | {head} |\n|---|---|" + "---|" * turns)
+    for name, steps in rows:
+        for r in (steps[0], steps[-1]):
+            cells = " | ".join(f"{r[f'turn/{t}/teacher_kl']:.2f} ({r[f'turn/{t}/episodes']:.0f})"
+                               if f"turn/{t}/teacher_kl" in r else "-" for t in range(turns))
+            print(f"| {name} | {r['step']} | {cells} |")
 
 
 def plot_per_turn(fam_dir: Path, turns: int = 6) -> None:
@@ -137,7 +160,7 @@ def plot_per_turn(fam_dir: Path, turns: int = 6) -> None:
     base = fam_dir / "base-eval" / "summary.json"
     if base.exists():
         m = json.loads(base.read_text())["metrics"]
-        ax.plot(range(turns), [m.get(f"turn/{t}/on_track", float("nan")) for t in range(turns)], "k--",
+        ax.plot(range(turns), [_on_track(m, t, "turn/", "eval/") for t in range(turns)], "k--",
                 label="fresh student")
     drawn = False
     for method in ("sft", "reverse_kl_pg", "gkd", "dagger"):
@@ -145,7 +168,7 @@ def plot_per_turn(fam_dir: Path, turns: int = 6) -> None:
         for run in sorted(fam_dir.glob(f"{method}-seed*")):
             ev = [r for r in _metrics(run / "metrics.jsonl") if "eval/success" in r]
             if ev:
-                curves.append([ev[-1].get(f"eval_turn/{t}/on_track", float("nan")) for t in range(turns)])
+                curves.append([_on_track(ev[-1], t, "eval_turn/", "eval/") for t in range(turns)])
         if curves:
             mean = [sum(c[t] for c in curves) / len(curves) for t in range(turns)]
             ax.plot(range(turns), mean, marker="o", label=f"{method} ({len(curves)} seed{'s' * (len(curves) > 1)})")

@@ -51,7 +51,7 @@ fi
 
 # 2. the four methods from the same fresh student
 for seed in $SEEDS; do
-  for method in sft reverse_kl_pg gkd dagger; do
+  for method in ${METHODS:-sft reverse_kl_pg gkd dagger}; do
     out="$root/$method-seed$seed"
     [ -f "$out/latest" ] && [ "$(cat "$out/latest")" = "step_$STEPS" ] && continue
     teacher="hf:$T"; [ "$method" = dagger ] && teacher=oracle

@@ -77,13 +77,11 @@ class LogitTeacher:
         # student position p <-> teacher position p + teacher_offset
         tpos = [[p + r.teacher_offset for p in ps] for r, ps in zip(rows, positions)]
         per_row: list[torch.Tensor | None] = [None] * len(rows)
-        if supports_packing(self.model):
-            groups = pack_groups(views, self.max_tokens)
-        else:
-            groups = [[i] for i in range(len(rows))]
+        packed = supports_packing(self.model)
+        groups = pack_groups(views, self.max_tokens) if packed else [[i] for i in range(len(rows))]
         for g in groups:
             want = [tpos[i] for i in g]
-            if supports_packing(self.model):
+            if packed:
                 logits = packed_logits(self.model, [views[i] for i in g], want)
             else:
                 logits = torch.cat([self.model(input_ids=torch.tensor([views[i]], device=self.device)).logits[0, tpos[i]]

@@ -155,7 +155,8 @@ def main(cfg: TrainConfig, console: Console | None = None) -> dict[str, float]:
     if ckpt is not None and not cfg.resume:
         raise SystemExit(f"{run} already holds checkpoints; pass --resume to continue or choose a new --out")
     run.mkdir(parents=True, exist_ok=True)
-    (run / "config.json").write_text(json.dumps(dataclasses.asdict(cfg) | {"resolved_loss": loss_name}, indent=2))
+    # Saved with `loss` resolved, so `agentopd train --config RUN/config.json` reruns exactly this.
+    (run / "config.json").write_text(json.dumps(dataclasses.asdict(dataclasses.replace(cfg, loss=loss_name)), indent=2))
     torch.manual_seed(cfg.seed)
 
     # ---- student, teacher, learner -------------------------------------------------------

@@ -1,5 +1,6 @@
 """Training recipe: 2-step smoke runs of every loss, resume after a kill, teachers, config."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -52,7 +53,8 @@ def test_two_step_smoke_run_of_every_loss(tiny_dir, tmp_path, teacher, loss, top
     last = main(cfg)
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1, 2]  # step 0: the held-out eval before training
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["resolved_loss"] == loss
+    saved = load_config(TrainConfig, tmp_path / "run" / "config.json")  # the saved config reruns the run
+    assert saved == dataclasses.replace(cfg, loss=loss)
     assert "eval/success" in rows[-1] and "learner/grad_norm" in rows[-1]
     assert any(k.startswith("turn/0/") for k in last)
     assert {"time/rollout_s", "time/teacher_s", "time/learner_s", "time/peak_rss_mb"} <= set(last)

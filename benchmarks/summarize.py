@@ -81,14 +81,14 @@ def _metrics(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 
 
-def opd_vs_sft() -> None:
+def opd_vs_sft(name: str = "opd_vs_sft") -> None:
     """Held-out success, per-turn on-track curve, step-time split and peak memory per method."""
-    root = OUT / "opd_vs_sft"
+    root = OUT / name
     if not root.exists():
         return
     for fam_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         fam = fam_dir.name
-        print(f"\n#### {fam}\n")
+        print(f"\n#### {name}: {fam}\n")
         base = fam_dir / "base-eval" / "summary.json"
         if base.exists():
             m = json.loads(base.read_text())["metrics"]
@@ -192,3 +192,4 @@ if __name__ == "__main__":
     foundation()
     teachers()
     opd_vs_sft()
+    opd_vs_sft("opd_vs_sft_long")

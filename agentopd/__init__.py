@@ -10,6 +10,7 @@ import os
 # 2 cores under load (benchmarks/RESULTS.md). Passive waiting must be set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from agentopd import envs as _envs  # noqa: E402,F401  (registers the env families)
+# envs/ installs as agentopd.envs (pyproject's package-dir), which type checkers reading the source do not see.
+from agentopd import envs as _envs  # type: ignore[attr-defined]  # noqa: E402,F401  (registers the env families)
 
 __version__ = "0.1.0"

@@ -38,7 +38,7 @@ def envs_cmd() -> None:
     """List the registered agentopd environments and their task counts."""
     from rich.table import Table
 
-    from agentopd.registry import agentopd_env_ids, make_env
+    from agentopd.registry import agentopd_env_ids, make_env, tool_api
 
     table = Table(title="agentopd environments")
     for col in ("id", "family", "train", "test", "turn budget"):
@@ -50,7 +50,7 @@ def envs_cmd() -> None:
         for split in ("train", "test"):
             try:
                 e = make_env(env_id, split=split)
-                counts.append(str(len(e.unwrapped.tasks)))
+                counts.append(str(len(tool_api(e).tasks)))
                 family = getattr(e.unwrapped, "family", "?")
                 e.close()
             except Exception as ex:  # noqa: BLE001 - listed, not fatal

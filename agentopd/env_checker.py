@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import gymnasium as gym
 
-from agentopd.registry import make_env
+from agentopd.registry import make_env, tool_api
 
 STEP_INFO_KEYS = ("turn", "request_index", "tool_calls", "tool_results", "tool_errors", "oracle_ok")
 SKILL_KEYS = ("success_analysis", "mistake_analysis", "golden_workflow")
@@ -30,7 +31,7 @@ def check_env(env_id: str, max_tasks: int | None = None, splits: tuple[str, ...]
         return cond
 
     env = make_env(env_id, split=splits[0])
-    u = env.unwrapped
+    u = tool_api(env)
     expect(isinstance(u, gym.Env), "env is not a gymnasium.Env")
     for attr in ("oracle_action", "skill_card", "tasks"):
         expect(hasattr(u, attr), f"env has no {attr!r} (agentopd envs need an oracle, a skill card and tasks)")
@@ -80,7 +81,7 @@ def check_env(env_id: str, max_tasks: int | None = None, splits: tuple[str, ...]
     # oracle on every task of every split (threads: one env each; sandboxed tools overlap)
     for split in splits:
         env = make_env(env_id, split=split)
-        tasks = [t.id for t in list(env.unwrapped.tasks)[:max_tasks]]
+        tasks = [t.id for t in list(tool_api(env).tasks)[:max_tasks]]
         env.close()
         shares = [tasks[k::workers] for k in range(workers)]
         with ThreadPoolExecutor(workers) as pool:
@@ -98,9 +99,10 @@ def _oracle_failures(env_id: str, split: str, task_ids: Sequence[str]) -> list[s
     try:
         for task_id in task_ids:
             env.reset(seed=0, options={"task": task_id})
-            info, bad_turn = {}, None
+            info: dict[str, Any] = {}
+            bad_turn = None
             for _ in range(64):
-                obs, r, term, trunc, info = env.step(env.unwrapped.oracle_action())
+                obs, r, term, trunc, info = env.step(tool_api(env).oracle_action())
                 if info.get("oracle_ok") is False and bad_turn is None:
                     bad_turn = info.get("turn")
                 if term or trunc:

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from agentopd.metrics import per_turn_success, summarize
-from agentopd.registry import make_env
+from agentopd.registry import make_env, tool_api
 from agentopd.types import Episode
 
 
@@ -40,7 +40,7 @@ class EvalConfig:
 def run_eval(cfg: EvalConfig, console: Console | None = None) -> tuple[dict[str, float], list[Episode]]:
     console = console or Console()
     env = make_env(cfg.env, split=cfg.split)
-    tasks = list(env.unwrapped.tasks)
+    tasks = list(tool_api(env).tasks)
     env.close()
     if cfg.n is not None:
         tasks = tasks[: cfg.n]

@@ -105,8 +105,8 @@ def ensure_embedded_default() -> Path:
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     # The GGUF loader dequantizes to fp32 but leaves the model flagged as quantized, which
     # makes save_pretrained refuse; the weights are plain tensors by now.
-    model.hf_quantizer = None
-    model.is_quantized = False
+    model.hf_quantizer = None  # type: ignore[assignment]
+    model.is_quantized = False  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -141,7 +141,7 @@ def load_causal_lm(name: str, device: str = "cpu", dtype: str = "auto"):
     else:
         torch_dtype = getattr(torch, dtype)
     model = AutoModelForCausalLM.from_pretrained(resolve_path(name), dtype=torch_dtype)
-    return model.to(device)
+    return model.to(device)  # type: ignore[arg-type]  # transformers types `to` oddly
 
 
 def tiny_model_from(tokenizer, seed: int = 0, hidden: int = 64, layers: int = 2):

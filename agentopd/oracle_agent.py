@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import gymnasium as gym
 
+from agentopd.registry import tool_api
 from agentopd.types import Episode, StopReason, Task, TurnRecord
 
 
@@ -20,7 +21,7 @@ def oracle_episode(make_env: Callable[[], gym.Env], task: Task | str | None, see
         turns: list[TurnRecord] = []
         reward, stop, success, req = 0.0, StopReason.ERROR, False, ()
         while True:
-            action = env.unwrapped.oracle_action()
+            action = tool_api(env).oracle_action()
             messages.append({"role": "assistant", "content": action})
             obs, r, terminated, truncated, info = env.step(action)
             reward += float(r)

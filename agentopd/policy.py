@@ -150,13 +150,13 @@ class HFPolicy:
             attn[i, C + S - len(suffix):] = 1
         cache = make_cache(self.model)
         if C > 0:
-            n_layers = len(next(kv for _, kv in hits if kv is not None))
-            for layer in range(n_layers):
-                ref = next(kv for _, kv in hits if kv is not None)[layer][0][0]  # (H, n, D)
+            first = next(kv for _, kv in hits if kv is not None)
+            for layer in range(len(first)):
+                ref = first[layer][0][0]  # (H, n, D)
                 k = ref.new_zeros((B, ref.shape[0], C, ref.shape[2]))
                 v = torch.zeros_like(k)
                 for i, (n, kv) in enumerate(hits):
-                    if n:
+                    if n and kv is not None:
                         k[i, :, C - n :] = kv[layer][0][0]
                         v[i, :, C - n :] = kv[layer][1][0]
                 cache.update(k, v, layer)
@@ -167,6 +167,7 @@ class HFPolicy:
     @torch.no_grad()
     def _store_prefix(self, key: tuple[int, ...]) -> None:
         """Prefill `key` alone and keep its KV in the prefix cache."""
+        assert self.prefix_cache is not None
         cache = make_cache(self.model)
         x = torch.tensor([list(key)], device=self.device)
         self.model(input_ids=x, past_key_values=cache, use_cache=True, logits_to_keep=1)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol, cast
 
 import gymnasium as gym
 
 import agentopd  # noqa: F401  (registers agentopd/* ids)
+from agentopd.types import Task
 
 DEFAULT_MAX_TURNS = 12
 
@@ -40,3 +42,19 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
 def agentopd_env_ids() -> list[str]:
     """Every registered env id in the agentopd namespace."""
     return sorted(k for k in gym.registry if k.startswith("agentopd/"))
+
+
+class ToolEnvAPI(Protocol):
+    """What agentopd reads from an unwrapped tool env beyond gymnasium's `Env` (see
+    `envs/base.py:ToolEnv`, which every registered family subclasses)."""
+
+    tasks: Sequence[Task]
+
+    def oracle_action(self) -> str: ...
+
+    def skill_card(self) -> dict[str, Any]: ...
+
+
+def tool_api(env: gym.Env) -> ToolEnvAPI:
+    """`env.unwrapped`, typed as a tool env."""
+    return cast(ToolEnvAPI, env.unwrapped)

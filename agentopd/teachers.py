@@ -18,11 +18,13 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import gymnasium as gym
 import torch
 
 from agentopd.packing import pack_groups, packed_logits, supports_packing
+from agentopd.registry import tool_api
 from agentopd.render import Renderer, RenderError
 from agentopd.rows import Batch, TrainRow
 from agentopd.types import Episode
@@ -117,7 +119,7 @@ class LogitTeacher:
             t_top1 = [-1] * len(r.input_ids)
             for p, v, a in zip(ps, tl, top1):
                 t_logp[p + 1], t_top1[p + 1] = v, a
-            extra = {}
+            extra: dict[str, Any] = {}
             if self.topk > 0:
                 # log_softmax(logp / tau) == log_softmax(logits / tau): logp is logits shifted per row
                 top = torch.log_softmax(part / self.topk_temperature, dim=-1).topk(min(self.topk, part.shape[-1]), dim=-1)
@@ -162,7 +164,7 @@ class SelfTeacher(LogitTeacher):
         env = make_env()
         try:
             env.reset(seed=ep.seed, options={"task": ep.task_id})
-            card = env.unwrapped.skill_card()
+            card = tool_api(env).skill_card()
         finally:
             env.close()
         return with_skill_card(row, ep, card, Renderer(self.tokenizer))
@@ -186,7 +188,7 @@ def with_skill_card(row: TrainRow, ep: Episode, card: dict, renderer: Renderer) 
 class OracleTeacher:
     """DAgger: the env's expert relabels every state the student reached."""
 
-    tokenizer: object
+    tokenizer: Any  # a transformers tokenizer
     only_diverged: bool = False
     """Train only on turns where the student's action failed the per-turn oracle check."""
     name: str = "oracle"
@@ -216,7 +218,7 @@ def oracle_turns(ep: Episode, make_env: Callable[[], gym.Env]) -> list[str]:
         env.reset(seed=ep.seed, options={"task": ep.task_id})
         out = []
         for t in ep.turns:
-            out.append(env.unwrapped.oracle_action())
+            out.append(tool_api(env).oracle_action())
             *_, term, trunc, _ = env.step(t.text)
             if term or trunc:
                 break

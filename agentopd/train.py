@@ -13,6 +13,7 @@ import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -24,7 +25,7 @@ from agentopd.metrics import first_divergence, summarize
 from agentopd.metrics_log import MetricsLogger
 from agentopd.models import load_causal_lm, load_tokenizer, parse_spec
 from agentopd.policy import HFPolicy, SamplingParams
-from agentopd.registry import make_env
+from agentopd.registry import make_env, tool_api
 from agentopd.rollout import RolloutConfig, run_episodes
 from agentopd.rows import Batch
 from agentopd.teachers import HFTeacher, OracleTeacher, SelfTeacher, check_signal
@@ -123,6 +124,11 @@ class TrainConfig:
             return self.loss
         return "dagger" if self.teacher == "oracle" else "reverse_kl_pg"
 
+    def optim_config(self) -> OptimConfig:
+        """The learner's settings (by name: the two dataclasses order their fields differently)."""
+        names = {f.name for f in dataclasses.fields(OptimConfig)}
+        return OptimConfig(**{k: v for k, v in dataclasses.asdict(self).items() if k in names})
+
     def validate(self) -> None:
         loss = self.resolved_loss()
         if loss not in LOSSES:
@@ -165,16 +171,14 @@ def main(cfg: TrainConfig, console: Console | None = None) -> dict[str, float]:
     model = load_causal_lm(str(ckpt) if ckpt else student_name, device=cfg.device, dtype="float32")
     policy = HFPolicy(model, tok)
     teacher = build_teacher(cfg, model, tok)
-    optim = OptimConfig(cfg.lr, cfg.weight_decay, cfg.warmup_steps, cfg.schedule, cfg.grad_clip,
-                        cfg.max_tokens_per_micro, cfg.autocast, cfg.pack, cfg.grad_checkpointing)
-    learner = Learner(model, optim, cfg.steps, pad_id=tok.pad_token_id or 0)
+    learner = Learner(model, cfg.optim_config(), cfg.steps, pad_id=tok.pad_token_id or 0)
     if ckpt is not None:
         learner.load_state(ckpt)
         console.print(f"resumed from {ckpt} (step {learner.step_count})")
     make_train = train_env_factory(cfg)
     make_test = lambda: make_env(cfg.env, split="test")  # noqa: E731
-    train_ids = [t.id for t in make_train().unwrapped.tasks]
-    test_ids = [t.id for t in make_test().unwrapped.tasks][: cfg.eval_n]
+    train_ids = [t.id for t in tool_api(make_train()).tasks]
+    test_ids = [t.id for t in tool_api(make_test()).tasks][: cfg.eval_n]
     rollout = RolloutConfig(SamplingParams(cfg.max_new_tokens, cfg.temperature), cfg.max_context_tokens)
     logger = MetricsLogger(run)
     last: dict[str, float] = {}
@@ -281,7 +285,7 @@ def _identical_signal(rows) -> bool:
 def build_teacher(cfg: TrainConfig, student_model, tok):
     if cfg.teacher == "oracle":
         return OracleTeacher(tok, only_diverged=cfg.dagger_only_diverged)
-    topk = {"topk": cfg.gkd_topk, "topk_temperature": cfg.gkd_temperature} if cfg.resolved_loss() == "gkd" else {}
+    topk: dict[str, Any] = {"topk": cfg.gkd_topk, "topk_temperature": cfg.gkd_temperature} if cfg.resolved_loss() == "gkd" else {}
     if cfg.teacher == "self":
         return SelfTeacher(student_model, tok, **topk)
     name = parse_spec(cfg.teacher).name
@@ -308,12 +312,13 @@ def make_loss(cfg: TrainConfig, name: str, teacher, acc: TurnAccumulator):
             # back to the (B, T-1) layout: the discount runs over positions within a row
             logp_BT = torch.zeros(sel.shape, dtype=logp_N.dtype, device=sel.device).masked_scatter(sel, logp_N)
             dev = sel.device
+            assert batch.teacher_logp is not None  # checked by the teacher-signal check
             out = losses.reverse_kl_pg(logp_BT, batch.old_logp.to(dev), batch.teacher_logp.to(dev),
                                        batch.mask.to(dev), kl_coef=cfg.kl_coef,
                                        clip_eps=cfg.clip_eps or None, discount=cfg.discount)
         elif name == "gkd" and cfg.gkd_topk > 0:
-            ids_1NK = torch.tensor([k for r in batch.rows for k in r.teacher_topk_ids], device=logits_NV.device)[None]
-            lp_1NK = torch.tensor([k for r in batch.rows for k in r.teacher_topk_logp], device=logits_NV.device)[None]
+            ids_1NK = torch.tensor([k for r in batch.rows for k in r.teacher_topk_ids or ()], device=logits_NV.device)[None]
+            lp_1NK = torch.tensor([k for r in batch.rows for k in r.teacher_topk_logp or ()], device=logits_NV.device)[None]
             out = losses.gkd_jsd_topk(logits_NV[None], ids_1NK, lp_1NK, w_1N, beta=cfg.gkd_beta,
                                       temperature=cfg.gkd_temperature)
         elif name == "gkd":

@@ -58,11 +58,12 @@ class TurnAccumulator:
         student_top1_N = logits_NV.argmax(-1).cpu()
         logp_N = logp_N.cpu()
         teacher_top1_N = None
-        if all(r.teacher_top1 is not None for r in batch.rows):
+        tops = [r.teacher_top1 for r in batch.rows if r.teacher_top1 is not None]
+        if len(tops) == len(batch.rows):
             T = batch.input_ids.shape[1]
             full = torch.full((len(batch.rows), T), -1, dtype=torch.long)
-            for i, r in enumerate(batch.rows):
-                full[i, : len(r.teacher_top1)] = torch.tensor(r.teacher_top1)
+            for i, top in enumerate(tops):
+                full[i, : len(top)] = torch.tensor(top)
             teacher_top1_N = full[:, 1:][sel]
         for t in turns_N.unique().tolist():
             m = turns_N == t

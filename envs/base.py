@@ -51,7 +51,7 @@ class RequestLog:
 class ToolEnv(gym.Env[list, str]):
     """A multi-turn, tool-using chat environment over a released task suite."""
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"]}
+    metadata: dict[str, Any] = {"render_modes": ["ansi"]}
     family: ClassVar[str] = ""
     instructions: ClassVar[str] = "You are a helpful assistant that uses tools."
     answer_format: ClassVar[str] = "Give your final answer as: Answer: <answer>"

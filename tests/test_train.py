@@ -246,3 +246,15 @@ def test_report_writes_plots_and_summary(tiny_dir, tmp_path):
     for name in ("per_turn_kl.png", "per_turn_success.png", "learning_curves.png", "report.md"):
         assert (tmp_path / "run" / name).stat().st_size > 100
     assert "teacher/reverse_kl" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_every_learner_option_reaches_the_learner():
+    # Each OptimConfig field is set from the TrainConfig field of the same name (a positional
+    # mapping once sent --autocast into `pack` and --no-pack into `autocast`).
+    from agentopd.learner import OptimConfig
+
+    changed = dict(lr=3e-4, weight_decay=0.1, warmup_steps=2, schedule="cosine", grad_clip=0.5,
+                   max_tokens_per_micro=123, pack=False, autocast="bf16", grad_checkpointing=True)
+    assert set(changed) == {f.name for f in dataclasses.fields(OptimConfig)}
+    assert all(getattr(OptimConfig(), k) != v for k, v in changed.items())
+    assert TrainConfig(**changed).optim_config() == OptimConfig(**changed)

@@ -12,6 +12,7 @@ import ast
 import math
 import operator
 import re
+from collections.abc import Callable
 
 from agentopd.tools.core import ToolFailure
 
@@ -28,7 +29,7 @@ _BINOPS = {
     ast.Mod: operator.mod,
     ast.Pow: operator.pow,
 }
-_FUNCS = {
+_FUNCS: dict[str, Callable[..., float]] = {
     "sqrt": math.sqrt,
     "abs": abs,
     "round": round,
@@ -56,7 +57,7 @@ def evaluate(expression: str) -> float:
 
 
 def _eval(node: ast.AST) -> float:
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
         return node.value
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
         v = _eval(node.operand)

@@ -442,7 +442,7 @@ def sandbox_info() -> SandboxInfo:
     global _info
     with _info_lock:
         if _info is None:
-            tried = []
+            tried: list[str] = []
             for mode in _candidates():
                 why = _probe(mode)
                 if why is None:
@@ -633,7 +633,9 @@ class _Exchange:
     """Feed stdin, collect capped stdout/stderr and the status pipe, until exit or deadline."""
 
     def __init__(self, proc: subprocess.Popen, status_fd: int, stdin: bytes, cap: int):
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None  # all PIPEs
         self.proc, self.cap, self.hard_cap = proc, cap, 64 * cap
+        self._pipes = (proc.stdin, proc.stdout, proc.stderr)
         self.bufs = {"stdout": bytearray(), "stderr": bytearray()}
         self.total = 0
         self.status = bytearray()
@@ -642,10 +644,11 @@ class _Exchange:
         self.truncated = False
         self._stdin = memoryview(stdin)
         self._sel = selectors.DefaultSelector()
-        os.set_blocking(proc.stdin.fileno(), False)
-        self._sel.register(proc.stdin.fileno(), selectors.EVENT_WRITE, "stdin")
-        self._sel.register(proc.stdout.fileno(), selectors.EVENT_READ, "stdout")
-        self._sel.register(proc.stderr.fileno(), selectors.EVENT_READ, "stderr")
+        stdin_f, stdout_f, stderr_f = self._pipes
+        os.set_blocking(stdin_f.fileno(), False)
+        self._sel.register(stdin_f.fileno(), selectors.EVENT_WRITE, "stdin")
+        self._sel.register(stdout_f.fileno(), selectors.EVENT_READ, "stdout")
+        self._sel.register(stderr_f.fileno(), selectors.EVENT_READ, "stderr")
         self._sel.register(status_fd, selectors.EVENT_READ, "status")
 
     def run(self, deadline: float) -> None:
@@ -666,7 +669,7 @@ class _Exchange:
                         return
         finally:
             self._sel.close()
-            for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            for f in self._pipes:
                 f.close()
 
     def _handle(self, key: selectors.SelectorKey) -> None:
@@ -678,7 +681,7 @@ class _Exchange:
             self._stdin = self._stdin[n:]
             if not self._stdin:
                 self._sel.unregister(key.fd)
-                self.proc.stdin.close()
+                self._pipes[0].close()
             return
         data = os.read(key.fd, 65536)
         if not data:

@@ -38,10 +38,14 @@ if [ ! -f "$root/base-eval/summary.json" ]; then
   timed "base-eval" $A eval --env "$ENV" --split test --n "$EVAL_N" --max-new-tokens "$MAX_NEW" --out "$root/base-eval"
 fi
 
-# 1. the teacher: SFT on oracle demonstrations, then its success on training tasks
-if [ ! -f "$root/teacher/latest" ]; then
-  timed "teacher" $A train $COMMON --episodes-per-step "$TEACHER_EPISODES" --teacher oracle --loss sft --steps "$TEACHER_STEPS" --lr "$TEACHER_LR" \
-     --eval-every "$TEACHER_STEPS" --no-eval-at-start --ckpt-every "$TEACHER_STEPS" --out "$root/teacher" --seed 1234
+# 1. the teacher: SFT on oracle demonstrations, then its success on training tasks. A teacher
+# with fewer steps is continued to TEACHER_STEPS (constant lr, per-step demos: the same as a
+# fresh run of that length), and its stale training-task eval is redone.
+if [ ! -f "$root/teacher/latest" ] || [ "$(cat "$root/teacher/latest")" != "step_$TEACHER_STEPS" ]; then
+  resume=""; [ -f "$root/teacher/latest" ] && resume="--resume"
+  timed "teacher to step $TEACHER_STEPS" $A train $COMMON --episodes-per-step "$TEACHER_EPISODES" --teacher oracle --loss sft --steps "$TEACHER_STEPS" --lr "$TEACHER_LR" \
+     --eval-every "$TEACHER_STEPS" --no-eval-at-start --ckpt-every "$TEACHER_STEPS" --out "$root/teacher" --seed 1234 $resume
+  rm -rf "$root/teacher-eval-train"
 fi
 T="$root/teacher/$(cat "$root/teacher/latest")"
 if [ ! -f "$root/teacher-eval-train/summary.json" ]; then

@@ -6,4 +6,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash benchmarks/opd_vs_sft.sh agentopd/Calc-v0 "0 1 2" 20 3
-MAX_NEW=112 bash benchmarks/opd_vs_sft.sh agentopd/SQL-v0 "0" 8 3
+MAX_NEW=112 bash benchmarks/opd_vs_sft.sh agentopd/SQL-v0 "0" 16 3

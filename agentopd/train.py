@@ -188,8 +188,13 @@ def main(cfg: TrainConfig, console: Console | None = None) -> dict[str, float]:
         eps = run_episodes(make_test, policy, test_ids, list(range(len(test_ids))),
                            RolloutConfig(SamplingParams(cfg.max_new_tokens, cfg.eval_temperature, seed=cfg.seed),
                                          cfg.max_context_tokens), cfg.env)
-        return {k.replace("turn/", "eval_turn/"): v for k, v in summarize(eps, prefix="eval/").items()
-                if k.startswith(("eval/", "turn/"))}
+        renamed = {"turn/": "eval_turn/", "tool/": "eval_tool/", "stop/": "eval_stop/"}
+        out: dict[str, float] = {}
+        for k, v in summarize(eps, prefix="eval/").items():
+            head = k[: k.index("/") + 1]
+            if head == "eval/" or head in renamed:
+                out[renamed.get(head, head) + k[len(head):]] = v
+        return out
 
     if cfg.eval_every and cfg.eval_at_start and learner.step_count == 0:
         logger.log(0, evaluate())  # the starting point, for before/after comparisons

@@ -56,6 +56,8 @@ def test_two_step_smoke_run_of_every_loss(tiny_dir, tmp_path, teacher, loss, top
     saved = load_config(TrainConfig, tmp_path / "run" / "config.json")  # the saved config reruns the run
     assert saved == dataclasses.replace(cfg, loss=loss)
     assert "eval/success" in rows[-1] and "learner/grad_norm" in rows[-1]
+    assert {"eval_tool/error_rate", "eval_tool/calls_per_episode"} <= set(rows[-1])
+    assert sum(v for k, v in rows[-1].items() if k.startswith("eval_stop/")) == pytest.approx(1.0)
     assert any(k.startswith("turn/0/") for k in last)
     assert {"time/rollout_s", "time/teacher_s", "time/learner_s", "time/peak_rss_mb"} <= set(last)
     if topk:

@@ -164,14 +164,17 @@ def plot_per_turn(fam_dir: Path, turns: int = 6) -> None:
                 label="fresh student")
     drawn = False
     for method in ("sft", "reverse_kl_pg", "gkd", "dagger"):
-        curves = []
+        curves, steps = [], set()
         for run in sorted(fam_dir.glob(f"{method}-seed*")):
             ev = [r for r in _metrics(run / "metrics.jsonl") if "eval/success" in r]
             if ev:
                 curves.append([_on_track(ev[-1], t, "eval_turn/", "eval/") for t in range(turns)])
+                steps.add(ev[-1]["step"])
         if curves:
             mean = [sum(c[t] for c in curves) / len(curves) for t in range(turns)]
-            ax.plot(range(turns), mean, marker="o", label=f"{method} ({len(curves)} seed{'s' * (len(curves) > 1)})")
+            after = "/".join(str(s) for s in sorted(steps))
+            ax.plot(range(turns), mean, marker="o",
+                    label=f"{method} ({len(curves)} seed{'s' * (len(curves) > 1)}, {after} updates)")
             drawn = True
     if not drawn:
         plt.close(fig)

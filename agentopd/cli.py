@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Optional
 
 import typer
@@ -12,9 +13,19 @@ app = typer.Typer(help="On-policy distillation for multi-turn tool-using LLM age
 console = Console()
 
 
+@contextmanager
+def _user_errors():
+    """A user error (bad id, bad config) is one line that says what would work, never a traceback."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError) as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from None
+
+
 @app.command("eval")
 def eval_cmd(
-    env: str = typer.Option(..., help="Env id (agentopd/Calc-v0) or entry point pkg.module:Class."),
+    env: str = typer.Option(..., help="Env id (agentopd/Calc-v0), module:EnvId, or class:pkg.module:Class."),
     model: str = typer.Option("hf:smollm2-135m", help="hf:<name-or-path> or 'oracle'."),
     split: str = typer.Option("test", help="Task split: train or test."),
     n: Optional[int] = typer.Option(None, help="Evaluate the first N tasks (default: all)."),  # noqa: UP045
@@ -26,11 +37,12 @@ def eval_cmd(
     device: str = typer.Option("cpu", help="cpu or cuda."),
 ) -> None:
     """Benchmark an agent on a released task split: success, per-turn success, tool errors."""
-    from agentopd.evaluate import EvalConfig, run_eval
+    from agentopd.recipes.eval import EvalConfig, run_eval
 
-    run_eval(EvalConfig(env=env, model=model, split=split, n=n, seed=seed, out=out,
-                        temperature=temperature, max_new_tokens=max_new_tokens,
-                        batch_size=batch_size, device=device), console)
+    cfg = EvalConfig(env=env, model=model, split=split, n=n, seed=seed, out=out, temperature=temperature,
+                     max_new_tokens=max_new_tokens, batch_size=batch_size, device=device)
+    with _user_errors():
+        run_eval(cfg, console)
 
 
 @app.command("envs")
@@ -38,19 +50,20 @@ def envs_cmd() -> None:
     """List the registered agentopd environments and their task counts."""
     from rich.table import Table
 
-    from agentopd.registry import agentopd_env_ids, make_env, tool_api
+    from agentopd.envs.registry import agentopd_env_ids, env_attr, load_plugins, make_env
 
     table = Table(title="agentopd environments")
     for col in ("id", "family", "train", "test", "turn budget"):
         table.add_column(col)
     import gymnasium as gym
 
+    load_plugins()
     for env_id in agentopd_env_ids():
         counts = []
         for split in ("train", "test"):
             try:
                 e = make_env(env_id, split=split)
-                counts.append(str(len(tool_api(e).tasks)))
+                counts.append(str(len(env_attr(e, 'tasks'))))
                 family = getattr(e.unwrapped, "family", "?")
                 e.close()
             except Exception as ex:  # noqa: BLE001 - listed, not fatal
@@ -62,13 +75,14 @@ def envs_cmd() -> None:
 
 @app.command("check-env")
 def check_env_cmd(
-    env: str = typer.Argument(..., help="Env id or pkg.module:Class."),
+    env: str = typer.Argument(..., help="Env id, module:EnvId, or class:pkg.module:Class."),
     max_tasks: Optional[int] = typer.Option(None, help="Check the oracle on at most N tasks per split."),  # noqa: UP045
 ) -> None:
     """Check an env: API and spaces, seeded determinism, tool-error handling, oracle on every task."""
-    from agentopd.env_checker import check_env
+    from agentopd.envs.checker import check_env
 
-    problems = check_env(env, max_tasks=max_tasks, log=console.print)
+    with _user_errors():
+        problems = check_env(env, max_tasks=max_tasks, log=console.print)
     if problems:
         for p in problems:
             console.print(f"[red]FAIL[/] {p}")
@@ -82,8 +96,8 @@ def _train_command():
     import inspect
     import typing
 
-    from agentopd.config import field_docs
-    from agentopd.train import TrainConfig
+    from agentopd.core.config import field_docs
+    from agentopd.recipes.config import TrainConfig
 
     docs = field_docs(TrainConfig)
     hints = typing.get_type_hints(TrainConfig)
@@ -97,16 +111,13 @@ def _train_command():
             default=typer.Option(None, *decls, help=f"{docs.get(f.name, '')} [default: {f.default}]")))
 
     def train(**kwargs) -> None:
-        from agentopd.config import load_config
-        from agentopd.train import main
+        from agentopd.core.config import load_config
+        from agentopd.recipes import train as run_recipe
 
-        try:
+        with _user_errors():
             cfg = load_config(TrainConfig, kwargs.pop("config"), **kwargs)
             cfg.validate()
-        except (ValueError, FileNotFoundError) as e:
-            console.print(f"[red]error:[/] {e}")
-            raise typer.Exit(2) from None
-        main(cfg, console)
+        run_recipe(cfg, console)
 
     train.__signature__ = inspect.Signature(params)
     train.__doc__ = ("Train a student by on-policy distillation: rollouts -> teacher relabel -> loss -> "
@@ -120,7 +131,7 @@ app.command("train")(_train_command())
 @app.command("report")
 def report_cmd(run_dir: str = typer.Argument(..., help="A run directory written by agentopd train.")) -> None:
     """Write PNG plots (per-turn KL heatmap, per-turn success start vs end, learning curves) and a summary."""
-    from agentopd.report import write_report
+    from agentopd.metrics.report import write_report
 
     for path in write_report(run_dir):
         console.print(f"wrote {path}")

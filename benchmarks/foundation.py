@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from agentopd.registry import agentopd_env_ids, make_env
+from agentopd.envs.registry import agentopd_env_ids, make_env
 
 
 def env_overhead(n_episodes: int) -> dict[str, dict[str, float]]:
@@ -54,8 +54,8 @@ def python_tool_latency(n: int) -> dict[str, float]:
 
 def throughput(batch_sizes: list[int], new_tokens: int) -> dict[str, dict[str, float]]:
     """Sampled tokens/s of HFPolicy on real Calc prompts (first turn), at several batch sizes."""
-    from agentopd.policy import HFPolicy, SamplingParams
-    from agentopd.render import Conversation, Renderer
+    from agentopd.inference.hf import HFPolicy, SamplingParams
+    from agentopd.rollout.render import Conversation, Renderer
 
     policy = HFPolicy.from_spec("smollm2-135m", max_batch=max(batch_sizes))
     renderer = Renderer(policy.tokenizer)

@@ -9,11 +9,11 @@ import time
 import agentopd  # noqa: F401  (sets OMP_WAIT_POLICY before torch)
 from agentopd import losses
 from agentopd.demos import oracle_demo_episodes
-from agentopd.learner import Learner, OptimConfig
-from agentopd.models import load_causal_lm, load_tokenizer, parse_spec
-from agentopd.packing import pack
-from agentopd.registry import make_env
-from agentopd.teachers import OracleTeacher
+from agentopd.envs.registry import make_env
+from agentopd.inference.forward import pack
+from agentopd.inference.models import load_causal_lm, load_tokenizer, parse_spec
+from agentopd.teachers.local import OracleTeacher
+from agentopd.training.learner import Learner, OptimConfig
 
 
 def ce(logits_NV, batch):

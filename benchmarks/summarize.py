@@ -22,7 +22,7 @@ def base_success() -> None:
 
 
 def by_difficulty() -> None:
-    from agentopd.suites import load_tasks
+    from agentopd.envs.suites import load_tasks
 
     print("\n| family | difficulty 1 | difficulty 2 | difficulty 3 |\n|---|---|---|---|")
     for fam in ("calc", "files", "sql", "python"):

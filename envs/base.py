@@ -18,10 +18,11 @@ from typing import Any, ClassVar
 
 import gymnasium as gym
 
-from agentopd.spaces import MessagesSpace, TextSpace
-from agentopd.suites import load_tasks
+from agentopd.core.turn_info import TurnInfo
+from agentopd.core.types import Message, StopReason, Task, ToolCall, ToolResult
+from agentopd.envs.spaces import MessagesSpace, TextSpace
+from agentopd.envs.suites import load_tasks
 from agentopd.tools.core import ToolSet, parse_tool_calls
-from agentopd.types import Message, StopReason, Task, ToolCall, ToolResult
 
 TOOL_PROMPT = """You can call these tools:
 <tools>
@@ -140,7 +141,7 @@ class ToolEnv(gym.Env[list, str]):
         self._before_turn(expected)
         calls = parse_tool_calls(action)
         self._history.append({"role": "assistant", "content": action})
-        info: dict[str, Any] = {"turn": self.turn, "request_index": self.request_index}
+        turn, request_index = self.turn, self.request_index
         reward, terminated = 0.0, False
         if calls:
             results = [self.toolset.run(c) for c in calls]
@@ -162,18 +163,14 @@ class ToolEnv(gym.Env[list, str]):
                 obs, terminated = [], True
         self._history.extend(obs)
         self.turn += 1
-        info.update(
-            tool_calls=calls,
-            tool_results=results,
-            tool_errors=sum(1 for r in results if r.error),
-            oracle_action=expected,
-            oracle_ok=oracle_ok,
-            request_success=list(self.request_success),
-        )
         if terminated:
             self._done = True
-            info["stop_reason"] = StopReason.DONE
-            info["success"] = all(self.request_success)
+        info = TurnInfo(
+            turn=turn, request_index=request_index, tool_calls=tuple(calls), tool_results=tuple(results),
+            oracle_action=expected, oracle_ok=oracle_ok, request_success=tuple(self.request_success),
+            stop_reason=StopReason.DONE if terminated else None,
+            success=all(self.request_success) if terminated else None,
+        ).to_info()
         return obs, reward, terminated, False, info
 
     def render(self) -> str | None:

@@ -15,10 +15,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from agentopd.core.types import Task, ToolCall, ToolResult
 from agentopd.envs.base import ToolEnv, numbers_match
 from agentopd.tools.core import format_tool_call, parse_tool_calls
 from agentopd.tools.python_sandbox import make_python_tool
-from agentopd.types import Task, ToolCall, ToolResult
 
 _NUM = r"-?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?|-?\.\d+"
 

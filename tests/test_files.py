@@ -11,7 +11,7 @@ import pytest
 
 import agentopd  # noqa: F401  (registers the envs)
 from agentopd.envs.files import FilesEnv, answer_ok, next_op
-from agentopd.suites import load_tasks
+from agentopd.envs.suites import load_tasks
 from agentopd.tools.core import ToolFailure, ToolSet, format_tool_call, parse_tool_calls
 from agentopd.tools.vfs import MAX_FILE_CHARS, MAX_GREP_MATCHES, MAX_LS_ENTRIES, VFS
 

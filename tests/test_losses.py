@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from agentopd.losses import (
+from agentopd.training.losses import (
     LossOutput,
     cross_entropy,
     discounted_future_sum,

@@ -10,7 +10,7 @@ import pytest
 
 import agentopd  # noqa: F401  (registers agentopd/Python-v0)
 from agentopd.envs.python import PythonEnv, answer_matches, shows
-from agentopd.suites import load_tasks
+from agentopd.envs.suites import load_tasks
 from agentopd.tools.core import format_tool_call
 
 ENV_ID = "agentopd/Python-v0"

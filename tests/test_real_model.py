@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from agentopd.policy import HFPolicy, SamplingParams
-from agentopd.registry import make_env
-from agentopd.rollout import RolloutConfig, run_episodes
+from agentopd.envs.registry import make_env
+from agentopd.inference.hf import HFPolicy, SamplingParams
+from agentopd.rollout.runner import RolloutConfig, run_episodes
 
 pytestmark = pytest.mark.slow
 

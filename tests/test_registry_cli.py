@@ -6,8 +6,8 @@ from typer.testing import CliRunner
 
 import agentopd  # noqa: F401
 from agentopd.cli import app
-from agentopd.env_checker import check_env
-from agentopd.registry import agentopd_env_ids, make_env
+from agentopd.envs.checker import check_env
+from agentopd.envs.registry import agentopd_env_ids, make_env
 
 runner = CliRunner()
 

@@ -1,6 +1,6 @@
 import pytest
 
-from agentopd.render import Conversation, Renderer, RenderError
+from agentopd.rollout.render import Conversation, Renderer, RenderError
 
 SYSTEM = {"role": "system", "content": "You are terse. Tools: <tools>[]</tools>"}
 

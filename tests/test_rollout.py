@@ -4,12 +4,12 @@ import gymnasium as gym
 import pytest
 from helpers_envs import ScriptedPolicy
 
-from agentopd.policy import SamplingParams
-from agentopd.registry import make_env
-from agentopd.render import Renderer
-from agentopd.rollout import RolloutConfig, run_episodes
+from agentopd.core.types import StopReason
+from agentopd.envs.registry import make_env
+from agentopd.inference.hf import SamplingParams
+from agentopd.rollout.render import Renderer
+from agentopd.rollout.runner import RolloutConfig, run_episodes
 from agentopd.tools.core import format_tool_call
-from agentopd.types import StopReason
 
 CALC = lambda: make_env("agentopd/Calc-v0", split="train")  # noqa: E731
 CFG = RolloutConfig(SamplingParams(max_new_tokens=24, temperature=1.0, seed=5), max_context_tokens=2048)
@@ -92,7 +92,7 @@ def test_prefix_cache_changes_nothing_but_the_work(tiny_model, tokenizer):
     """Shared-prompt and cross-turn KV reuse must give the same ids and logprobs as full prefills."""
     import torch
 
-    from agentopd.policy import HFPolicy
+    from agentopd.inference.hf import HFPolicy
 
     cached, plain = HFPolicy(tiny_model, tokenizer), HFPolicy(tiny_model, tokenizer, prefix_cache=False)
     a, b = _multi_turn_rollout(cached), _multi_turn_rollout(plain)

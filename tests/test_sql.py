@@ -11,7 +11,7 @@ import pytest
 
 import agentopd  # noqa: F401  (registers the envs)
 from agentopd.envs.sql import SQLEnv
-from agentopd.suites import load_tasks, suite_path
+from agentopd.envs.suites import load_tasks, suite_path
 from agentopd.tasks.sql import generate as gen
 from agentopd.tools.core import format_tool_call
 from agentopd.tools.sql import SQLDatabase

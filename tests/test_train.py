@@ -13,12 +13,13 @@ import torch
 from helpers_envs import ScriptedPolicy
 from transformers import AutoModelForCausalLM
 
-from agentopd.config import load_config
-from agentopd.models import tiny_model_from
-from agentopd.registry import make_env
-from agentopd.render import Renderer
-from agentopd.rows import TrainRow
-from agentopd.teachers import (
+from agentopd.core.config import load_config
+from agentopd.core.rows import TrainRow
+from agentopd.envs.registry import make_env
+from agentopd.inference.models import tiny_model_from
+from agentopd.recipes.config import TrainConfig, main, train_env_factory
+from agentopd.rollout.render import Renderer
+from agentopd.teachers.local import (
     HFTeacher,
     OracleTeacher,
     SelfTeacher,
@@ -28,7 +29,6 @@ from agentopd.teachers import (
     oracle_turns,
     with_skill_card,
 )
-from agentopd.train import TrainConfig, main, train_env_factory
 
 
 @pytest.fixture(scope="module")
@@ -81,11 +81,11 @@ def test_dagger_training_moves_the_student_toward_the_oracle(tiny_dir, tmp_path)
 
 def test_topk_gkd_with_the_whole_vocabulary_equals_full_gkd(tokenizer, tiny_model):
     """Wiring check: teacher top-k rows -> micro-batch -> loss, against the full-vocab path."""
-    from agentopd.learner import target_logits
-    from agentopd.models import tiny_model_from
-    from agentopd.rows import collate
-    from agentopd.train import make_loss
-    from agentopd.turn_metrics import TurnAccumulator
+    from agentopd.core.rows import collate
+    from agentopd.inference.models import tiny_model_from
+    from agentopd.recipes.config import make_loss
+    from agentopd.training.learner import target_logits
+    from agentopd.training.turn_stats import TurnAccumulator
 
     V = tiny_model.config.vocab_size
     rows = []
@@ -171,8 +171,8 @@ def test_hf_teacher_with_another_tokenizer_is_refused(tokenizer, tiny_model):
 
 
 def _oracle_script_episode(tokenizer, task_index=1, wrong_first=False):
-    from agentopd.policy import SamplingParams
-    from agentopd.rollout import RolloutConfig, run_episodes
+    from agentopd.inference.hf import SamplingParams
+    from agentopd.rollout.runner import RolloutConfig, run_episodes
 
     env = make_env("agentopd/Calc-v0")
     task = env.unwrapped.tasks[task_index]
@@ -253,7 +253,7 @@ def test_report_writes_plots_and_summary(tiny_dir, tmp_path):
 def test_every_learner_option_reaches_the_learner():
     # Each OptimConfig field is set from the TrainConfig field of the same name (a positional
     # mapping once sent --autocast into `pack` and --no-pack into `autocast`).
-    from agentopd.learner import OptimConfig
+    from agentopd.training.learner import OptimConfig
 
     changed = dict(lr=3e-4, weight_decay=0.1, warmup_steps=2, schedule="cosine", grad_clip=0.5,
                    max_tokens_per_micro=123, pack=False, autocast="bf16", grad_checkpointing=True)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agentopd.types import ToolCall, ToolResult
+from agentopd.core.types import ToolCall, ToolResult
 
 TOOL_CALL_RE = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.DOTALL)
 MAX_OUTPUT_CHARS = 2000

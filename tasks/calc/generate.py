@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from agentopd.suites import write_splits
+from agentopd.envs.suites import write_splits
 from agentopd.tools.calculator import evaluate, format_number
 
 VERSION = 1

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agentopd.suites import write_splits
+from agentopd.envs.suites import write_splits
 from agentopd.tools.vfs import VFS
 
 VERSION = 1

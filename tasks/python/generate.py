@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentopd.suites import write_jsonl
+from agentopd.envs.suites import write_jsonl
 from agentopd.tools.python_sandbox import run_python
 
 VERSION = 1

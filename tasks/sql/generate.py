@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agentopd.suites import write_splits
+from agentopd.envs.suites import write_splits
 from agentopd.tools.sql import SQLDatabase
 
 VERSION = 1

@@ -1,4 +1,4 @@
-"""Typed, frozen records that flow through the pipeline (tasks -> env -> rollout -> Episode)."""
+"""Typed, frozen records that flow through the pipeline: tasks -> env -> rollout -> Episode."""
 
 from __future__ import annotations
 
@@ -98,6 +98,9 @@ class TurnRecord:
     reward: float
     finish_reason: str
     """``stop`` (end-of-turn token) or ``length`` (per-turn token cap)."""
+    oracle_action: str | None = None
+    """The expert's turn for the state this turn was taken in (what DAgger trains on); None
+    when the env has no oracle."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,9 @@ class Episode:
     """Per user request: answered correctly."""
     error: str | None = None
     """Infrastructure error text when ``stop_reason`` is ERROR."""
+    skill_card: dict[str, Any] | None = field(default=None, hash=False, compare=False)
+    """The task's privileged hints, recorded at reset when the rollout asks for them (the
+    ``self`` teacher's context); never shown to the student."""
 
     @property
     def num_turns(self) -> int:
@@ -164,6 +170,7 @@ class Episode:
                         for c in t.tool_calls
                     ],
                     "tool_errors": [r.error for r in t.tool_results if r.error],
+                    "oracle_action": t.oracle_action,
                 }
                 for t in self.turns
             ],

@@ -11,9 +11,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from agentopd.metrics import per_turn_success, summarize
-from agentopd.registry import make_env, tool_api
-from agentopd.types import Episode
+from agentopd.core.types import Episode
+from agentopd.envs.registry import env_attr, make_env
+from agentopd.inference.sampling import Policy, SamplingParams
+from agentopd.metrics.episodes import per_turn_success, summarize
+from agentopd.rollout.runner import RolloutConfig, run_episodes
 
 
 @dataclass(frozen=True)
@@ -35,48 +37,38 @@ class EvalConfig:
     max_context_tokens: int = 4096
     batch_size: int = 32
     device: str = "cpu"
+    tokenizer: str = "hf:smollm2-135m"
+    """For ``oracle``: the student whose tokens the expert's turns are rendered in (episodes.jsonl)."""
 
 
 def run_eval(cfg: EvalConfig, console: Console | None = None) -> tuple[dict[str, float], list[Episode]]:
     console = console or Console()
     env = make_env(cfg.env, split=cfg.split)
-    tasks = list(tool_api(env).tasks)
+    tasks = list(env_attr(env, "tasks"))
     env.close()
     if cfg.n is not None:
         tasks = tasks[: cfg.n]
     ids = [t.id for t in tasks]
     seeds = [cfg.seed + i for i in range(len(ids))]
     make = lambda: make_env(cfg.env, split=cfg.split)  # noqa: E731
+    policy, tokenizer = _policy(cfg)
+    rcfg = RolloutConfig(SamplingParams(cfg.max_new_tokens, cfg.temperature, seed=cfg.seed),
+                         max_context_tokens=cfg.max_context_tokens)
     t0 = time.time()
     episodes: list[Episode] = []
     with Progress(TextColumn("[bold]eval[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as bar:
         job = bar.add_task(f"{cfg.env} {cfg.model}", total=len(ids))
-        if cfg.model == "oracle":
-            from agentopd.oracle_agent import run_oracle_episodes
+        for c in range(0, len(ids), cfg.batch_size):
+            chunk = slice(c, c + cfg.batch_size)
+            done_before = len(episodes)
+            n_chunk = len(ids[chunk])
 
-            episodes = run_oracle_episodes(make, ids, seeds, cfg.env, on_done=lambda: bar.advance(job))
-        else:
-            from agentopd.models import parse_spec
-            from agentopd.policy import HFPolicy, SamplingParams
-            from agentopd.rollout import RolloutConfig, run_episodes
+            def progress(turn: int, live: int, base=done_before, n=n_chunk) -> None:
+                bar.update(job, completed=base + n - live)
 
-            spec = parse_spec(cfg.model)
-            if spec.backend != "hf":
-                raise SystemExit(f"backend {spec.backend!r} is not available yet; use hf:<model> or oracle")
-            policy = HFPolicy.from_spec(spec.name, device=cfg.device, max_batch=cfg.batch_size)
-            rcfg = RolloutConfig(SamplingParams(cfg.max_new_tokens, cfg.temperature, seed=cfg.seed),
-                                 max_context_tokens=cfg.max_context_tokens)
-            for c in range(0, len(ids), cfg.batch_size):
-                chunk = slice(c, c + cfg.batch_size)
-                done_before = len(episodes)
-                n_chunk = len(ids[chunk])
-
-                def progress(turn: int, live: int, base=done_before, n=n_chunk) -> None:
-                    bar.update(job, completed=base + n - live)
-
-                episodes += run_episodes(make, policy, ids[chunk], seeds[chunk], rcfg, cfg.env, progress)
-                bar.update(job, completed=len(episodes))
+            episodes += run_episodes(make, policy, ids[chunk], seeds[chunk], rcfg, cfg.env, progress, tokenizer)
+            bar.update(job, completed=len(episodes))
     summary = summarize(episodes)
     summary["eval/seconds"] = time.time() - t0
     if cfg.out:
@@ -88,6 +80,18 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> tuple[dict[str,
         (out / "summary.json").write_text(json.dumps({"config": asdict(cfg), "metrics": summary}, indent=2))
     print_summary(console, cfg, summary, episodes)
     return summary, episodes
+
+
+def _policy(cfg: EvalConfig) -> tuple[Policy, object]:
+    """The agent of `cfg.model`, and the tokenizer a message policy's turns render in."""
+    if cfg.model == "oracle":
+        from agentopd.inference.models import load_tokenizer, parse_spec
+        from agentopd.rollout.oracle import OraclePolicy
+
+        return OraclePolicy(), load_tokenizer(parse_spec(cfg.tokenizer).name)
+    from agentopd.inference.factory import make_token_policy
+
+    return make_token_policy(cfg.model, device=cfg.device, max_batch=cfg.batch_size), None
 
 
 def print_summary(console: Console, cfg: EvalConfig, summary: dict[str, float], episodes: list[Episode]) -> None:

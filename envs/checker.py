@@ -1,22 +1,26 @@
-"""`check_env`: does an env honour the agentopd contract? (in the spirit of Gymnasium's checker)
+"""`check_env`: does an env honour the agentopd contract?
 
-Checks: gymnasium API and spaces; observations are chat messages; info keys; seeded
-determinism (same seed -> same task and same transcript); malformed and unknown tool calls
-come back as tool errors instead of exceptions; the skill card; and the oracle solving every
-task of every split with every oracle turn passing the per-turn check.
+First Gymnasium's own checker (`gymnasium.utils.env_checker.check_env`: API, spaces, seeding),
+then agentopd's named checks: capabilities (tasks, oracle, skill card, read through wrappers);
+observations are chat messages; step info holds a `TurnInfo`; malformed and unknown tool calls
+come back as tool errors instead of exceptions; seeded determinism of whole oracle transcripts;
+and the oracle solving every task of every split with every oracle turn passing its check.
+The checker drives the raw env on purpose: it checks the contract the rollout runner relies on.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import gymnasium as gym
 
-from agentopd.registry import make_env, tool_api
+from agentopd.core.turn_info import EnvContractError, TurnInfo
+from agentopd.envs.registry import env_attr, make_env
 
-STEP_INFO_KEYS = ("turn", "request_index", "tool_calls", "tool_results", "tool_errors", "oracle_ok")
+STEP_INFO_KEYS = (*TurnInfo.REQUIRED, "tool_errors")
 SKILL_KEYS = ("success_analysis", "mistake_analysis", "golden_workflow")
 
 
@@ -31,12 +35,18 @@ def check_env(env_id: str, max_tasks: int | None = None, splits: tuple[str, ...]
         return cond
 
     env = make_env(env_id, split=splits[0])
-    u = tool_api(env)
-    expect(isinstance(u, gym.Env), "env is not a gymnasium.Env")
+    expect(isinstance(env.unwrapped, gym.Env), "env is not a gymnasium.Env")
+    problems += gymnasium_checker(env)
+    log(f"{env_id}: gymnasium's env checker " + ("passed" if not problems else "failed"))
+    caps = {}
     for attr in ("oracle_action", "skill_card", "tasks"):
-        expect(hasattr(u, attr), f"env has no {attr!r} (agentopd envs need an oracle, a skill card and tasks)")
+        try:
+            caps[attr] = env_attr(env, attr)
+        except AttributeError:
+            problems.append(f"env has no {attr!r} (agentopd envs need an oracle, a skill card and tasks)")
     if problems:
         return problems
+    oracle, skill_card = caps["oracle_action"], caps["skill_card"]
     expect(isinstance(env.observation_space, gym.Space), "observation_space is not a gymnasium Space")
     expect(isinstance(env.action_space, gym.Space), "action_space is not a gymnasium Space")
 
@@ -45,7 +55,7 @@ def check_env(env_id: str, max_tasks: int | None = None, splits: tuple[str, ...]
     expect(env.observation_space.contains(obs), f"reset observation not in observation_space: {obs!r:.200}")
     expect(isinstance(info, dict) and "task_id" in info, "reset info must be a dict with 'task_id'")
     expect(bool(obs) and obs[0]["role"] == "system", "first message must be the system prompt")
-    card = u.skill_card()
+    card = skill_card()
     expect(isinstance(card, dict) and all(k in card for k in SKILL_KEYS), f"skill_card needs keys {SKILL_KEYS}")
     for bad in ('<tool_call>{"name": "no_such_tool", "arguments": {}}</tool_call>',
                 "<tool_call>{not json</tool_call>", '<tool_call>{"name": 3}</tool_call>'):
@@ -61,6 +71,10 @@ def check_env(env_id: str, max_tasks: int | None = None, splits: tuple[str, ...]
             expect(isinstance(r, (int, float)), "reward must be a number")
             expect(isinstance(term, bool) and isinstance(trunc, bool), "terminated/truncated must be bools")
             expect(all(k in inf for k in STEP_INFO_KEYS), f"step info needs keys {STEP_INFO_KEYS}")
+            try:
+                TurnInfo.from_info(inf, term)
+            except EnvContractError as e:
+                problems.append(str(e))
             expect(inf.get("tool_errors", 0) >= 1, f"malformed call {bad!r} did not count as a tool error")
             expect(any(m["role"] == "tool" for m in o), f"malformed call {bad!r} got no tool message back")
 
@@ -69,7 +83,7 @@ def check_env(env_id: str, max_tasks: int | None = None, splits: tuple[str, ...]
         o, i = env.reset(seed=seed)
         msgs = [i["task_id"], *o]
         for _ in range(30):
-            o, r, term, trunc, i = env.step(u.oracle_action())
+            o, r, term, trunc, i = env.step(oracle())
             msgs += [*o, r]
             if term or trunc:
                 break
@@ -81,7 +95,7 @@ def check_env(env_id: str, max_tasks: int | None = None, splits: tuple[str, ...]
     # oracle on every task of every split (threads: one env each; sandboxed tools overlap)
     for split in splits:
         env = make_env(env_id, split=split)
-        tasks = [t.id for t in list(tool_api(env).tasks)[:max_tasks]]
+        tasks = [t.id for t in list(env_attr(env, "tasks"))[:max_tasks]]
         env.close()
         shares = [tasks[k::workers] for k in range(workers)]
         with ThreadPoolExecutor(workers) as pool:
@@ -90,6 +104,21 @@ def check_env(env_id: str, max_tasks: int | None = None, splits: tuple[str, ...]
         log(f"{env_id} {split}: oracle solved {len(tasks) - len(failed)}/{len(tasks)} tasks")
         expect(not failed, f"oracle failed {len(failed)} {split} task(s): {', '.join(sorted(failed)[:5])}")
     return problems
+
+
+def gymnasium_checker(env: gym.Env) -> list[str]:
+    """Gymnasium's own env checker on the unwrapped env; its errors and warnings as problems."""
+    from gymnasium.utils.env_checker import check_env as gym_check_env
+
+    out = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            gym_check_env(env.unwrapped, skip_render_check=True)
+        except Exception as e:  # noqa: BLE001 - reported, not raised
+            out.append(f"gymnasium's env checker: {type(e).__name__}: {e}")
+    out += [f"gymnasium's env checker warned: {w.message}" for w in caught]
+    return out
 
 
 def _oracle_failures(env_id: str, split: str, task_ids: Sequence[str]) -> list[str]:
@@ -102,7 +131,7 @@ def _oracle_failures(env_id: str, split: str, task_ids: Sequence[str]) -> list[s
             info: dict[str, Any] = {}
             bad_turn = None
             for _ in range(64):
-                obs, r, term, trunc, info = env.step(tool_api(env).oracle_action())
+                obs, r, term, trunc, info = env.step(env_attr(env, "oracle_action")())
                 if info.get("oracle_ok") is False and bad_turn is None:
                     bad_turn = info.get("turn")
                 if term or trunc:

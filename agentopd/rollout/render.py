@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from agentopd.types import Message
+from agentopd.core.types import Message
 
 
 class RenderError(RuntimeError):

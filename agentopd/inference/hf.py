@@ -1,7 +1,6 @@
-"""Student policies: a batch of token-id prefixes in, sampled ids and their logprobs out.
+"""`HFPolicy`: a transformers causal LM as a batched token policy (CPU or CUDA).
 
-The interface is backend-neutral so vLLM and OpenAI-compatible backends slot in without
-changing the rollout. `HFPolicy` runs a transformers causal LM with its own batched sampling
+`HFPolicy` runs a transformers causal LM with its own batched sampling
 loop over a KV cache: rows that hit a stop token drop out of the batch; the keys and values of
 each finished row and of a prompt prefix shared by the batch are kept (`PrefixCache`), so the
 next turn of a multi-turn episode prefills only its new tokens; and the recorded
@@ -12,69 +11,10 @@ temperature / top-k / top-p), which is what importance ratios need.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """How to sample one assistant turn."""
-
-    max_new_tokens: int = 256
-    """Per-turn token cap (``finish_reason == "length"`` when hit)."""
-    temperature: float = 1.0
-    """0 means greedy."""
-    top_p: float = 1.0
-    top_k: int = 0
-    """0 disables top-k."""
-    seed: int = 0
-    """Seeds the sampler; same seed and prompts give the same samples on one backend."""
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One sampled continuation."""
-
-    token_ids: tuple[int, ...]
-    """Sampled ids, including the stop token when one was sampled."""
-    logprobs: tuple[float, ...]
-    """Logprob of each sampled id under the sampling distribution."""
-    finish_reason: str
-    """``stop`` or ``length``."""
-
-
-class Policy(Protocol):
-    """What the rollout needs from a student backend."""
-
-    tokenizer: object
-
-    def sample(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Sample]: ...
-
-
-def sample_tokens(
-    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw one token per row of `logits` (B, V); return ids (B,) and their logprobs (B,)."""
-    logits = logits.float()
-    if params.temperature <= 0:
-        logp = torch.log_softmax(logits, dim=-1)
-        tok = logp.argmax(dim=-1)
-        return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
-    logits = logits / params.temperature
-    if params.top_k > 0:
-        kth = torch.topk(logits, min(params.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if params.top_p < 1.0:
-        sorted_logits, idx = torch.sort(logits, dim=-1, descending=True)
-        cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
-        drop_sorted = cum - torch.softmax(sorted_logits, dim=-1) > params.top_p  # keep the first token past p
-        drop = torch.zeros_like(drop_sorted).scatter(-1, idx, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
-    logp = torch.log_softmax(logits, dim=-1)
-    tok = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
-    return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
+from agentopd.inference.sampling import Sample, SamplingParams, sample_tokens
 
 
 class HFPolicy:
@@ -104,7 +44,7 @@ class HFPolicy:
 
     @classmethod
     def from_spec(cls, name: str, device: str = "cpu", dtype: str = "auto", max_batch: int = 32) -> HFPolicy:
-        from agentopd.models import load_causal_lm, load_tokenizer
+        from agentopd.inference.models import load_causal_lm, load_tokenizer
 
         tok = load_tokenizer(name)
         model = load_causal_lm(name, device=device, dtype=dtype).eval()

@@ -7,7 +7,7 @@ import math
 import re
 from pathlib import Path
 
-from agentopd.metrics_log import read_metrics
+from agentopd.metrics.sinks import read_metrics
 
 
 def _series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:

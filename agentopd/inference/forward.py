@@ -1,4 +1,7 @@
-"""Prefix-tree packing: many token sequences in one forward pass, each shared prefix computed once.
+"""Logits at positions: the one forward that the learner and every local teacher share.
+
+`logits_at` returns a model's logits at chosen positions of many sequences in one forward.
+It uses prefix-tree packing: many token sequences in one forward pass, each shared prefix computed once.
 
 Training rows overlap heavily. Every episode of an env starts with the same system prompt, and
 DAgger makes one row per student turn whose prefix is the episode so far, so the rows of a
@@ -12,7 +15,7 @@ Only the logits that a loss reads are computed (`logits_to_keep`), which keeps t
 (positions x vocabulary) tensor off the path for system, user and tool tokens.
 
 Works with the ``sdpa`` and ``eager`` attention implementations (the ones that take a custom
-4-D mask); `supports_packing` tells the learner when to fall back to padded batches.
+4-D mask); with other kernels `logits_at` falls back to one right-padded batch.
 """
 
 from __future__ import annotations
@@ -133,3 +136,23 @@ def packed_logits(model, seqs: Sequence[Sequence[int]], positions: Sequence[Sequ
         use_cache=False,
     ).logits[0]  # (K, V)
     return out[torch.tensor([where[n] for n in want], dtype=torch.long, device=dev)]
+
+
+def logits_at(model, seqs: Sequence[Sequence[int]], positions: Sequence[Sequence[int]],
+              pack: bool = True) -> torch.Tensor:
+    """Logits (N, V) at `positions` of each sequence (position p predicts token p + 1), sequence
+    by sequence, in one forward: packed into a prefix tree when `pack` and the attention kernel
+    allow it, else as one right-padded batch."""
+    if pack and supports_packing(model):
+        return packed_logits(model, seqs, positions)
+    dev = next(model.parameters()).device
+    T = max(len(s) for s in seqs)
+    ids_BT = torch.zeros((len(seqs), T), dtype=torch.long)
+    attn_BT = torch.zeros((len(seqs), T), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids_BT[i, : len(s)] = torch.tensor(list(s), dtype=torch.long)
+        attn_BT[i, : len(s)] = 1
+    logits_BTV = model(input_ids=ids_BT.to(dev), attention_mask=attn_BT.to(dev)).logits
+    rows = torch.tensor([i for i, ps in enumerate(positions) for _ in ps], dtype=torch.long, device=dev)
+    cols = torch.tensor([p for ps in positions for p in ps], dtype=torch.long, device=dev)
+    return logits_BTV[rows, cols]

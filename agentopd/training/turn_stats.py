@@ -1,44 +1,13 @@
-"""Per-turn error accumulation: every metric split by assistant-turn index (``turn/<t>/...``)."""
+"""Per-turn statistics of the learner's own forward passes (``turn/<t>/target_nll``, ``top1_agree``)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
 
 import torch
 
-from agentopd.metrics import on_track
-from agentopd.rows import Batch, TrainRow
-from agentopd.types import Episode
-
-
-def episode_turn_metrics(episodes: Sequence[Episode], rows: Sequence[TrainRow]) -> dict[str, float]:
-    """Per turn t: teacher reverse KL on the student's tokens (mean of log mu - log pi_T, when
-    the teacher gives logprobs), oracle-action match, tool-error rate, fraction still on track."""
-    out: dict[str, float] = {}
-    kl_sum: dict[int, float] = defaultdict(float)
-    kl_n: dict[int, int] = defaultdict(int)
-    for r in rows:
-        if r.teacher_logp is None:
-            continue
-        for lp, tl, m, t in zip(r.old_logp, r.teacher_logp, r.loss_mask, r.turn_of):
-            if m and t >= 0:
-                kl_sum[t] += lp - tl
-                kl_n[t] += 1
-    for t in sorted(kl_n):
-        out[f"turn/{t}/teacher_kl"] = kl_sum[t] / kl_n[t]
-    if kl_n:
-        out["teacher/reverse_kl"] = sum(kl_sum.values()) / sum(kl_n.values())
-    horizon = max((e.num_turns for e in episodes), default=0)
-    for t in range(horizon):
-        reached = [e.turns[t] for e in episodes if e.num_turns > t]
-        out[f"turn/{t}/episodes"] = float(len(reached))
-        out[f"turn/{t}/oracle_match"] = sum(bool(x.oracle_ok) for x in reached) / len(reached)
-        calls = sum(len(x.tool_results) for x in reached)
-        errs = sum(1 for x in reached for r in x.tool_results if r.error)
-        out[f"turn/{t}/tool_error_rate"] = errs / calls if calls else 0.0
-        out[f"turn/{t}/on_track"] = sum(on_track(e, t) for e in episodes) / len(episodes)
-    return out
+from agentopd.training import losses
+from agentopd.training.batching import Batch
 
 
 class TurnAccumulator:
@@ -72,6 +41,18 @@ class TurnAccumulator:
             if teacher_top1_N is not None:
                 self.agree[t] += int((student_top1_N[m] == teacher_top1_N[m]).sum())
                 self.n_agree[t] += int(m.sum())
+
+    def wrap(self, objective):
+        """`objective` as the learner's loss function, feeding this accumulator on the way."""
+
+        def loss_fn(logits_NV: torch.Tensor, batch: Batch):
+            sel = (batch.mask != 0).to(logits_NV.device)
+            targets_1N = batch.target_ids.to(logits_NV.device)[sel][None]
+            logp_N = losses.token_logprobs(logits_NV[None], targets_1N)[0]
+            self.add(batch, logits_NV.detach(), logp_N.detach())
+            return objective(logits_NV, batch)
+
+        return loss_fn
 
     def metrics(self) -> dict[str, float]:
         out = {}

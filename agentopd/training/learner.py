@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from agentopd.packing import pack_groups, packed_logits, supports_packing
-from agentopd.rows import Batch, TrainRow, collate, micro_batches
+from agentopd.core.rows import TrainRow
+from agentopd.inference.forward import logits_at, pack_groups, supports_packing
+from agentopd.training.batching import Batch, collate, micro_batches
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class OptimConfig:
     otherwise); gradients accumulate across micro-batches."""
     pack: bool = True
     """Pack each micro-batch's rows into one prefix tree (shared prefixes computed once; see
-    `agentopd.packing`). Falls back to padded batches for attention kernels without 4-D masks."""
+    `agentopd.inference.forward`). Falls back to padded batches for attention kernels without 4-D masks."""
     autocast: str = "none"
     """``bf16`` autocast (CUDA; on CPUs without bf16 units it is slower) or ``none``."""
     grad_checkpointing: bool = False
@@ -72,12 +73,8 @@ batch) -> (loss averaged over the batch's masked tokens, metrics)."""
 def target_logits(model, batch: Batch, pack: bool) -> torch.Tensor:
     """The model's logits (N, V) at the batch's target positions (row-major order)."""
     sel = batch.mask != 0  # (B, T-1)
-    if pack:
-        positions = [sel[i].nonzero().squeeze(-1).tolist() for i in range(sel.shape[0])]
-        return packed_logits(model, [r.input_ids for r in batch.rows], positions)
-    dev = next(model.parameters()).device
-    logits = model(input_ids=batch.input_ids.to(dev), attention_mask=batch.attention_mask.to(dev)).logits
-    return logits[:, :-1][sel.to(dev)]
+    positions = [sel[i].nonzero().squeeze(-1).tolist() for i in range(sel.shape[0])]
+    return logits_at(model, [r.input_ids for r in batch.rows], positions, pack=pack)
 
 
 class Learner:

@@ -7,7 +7,7 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from agentopd.types import Task
+from agentopd.core.types import Task
 
 SPLITS = ("train", "test")
 

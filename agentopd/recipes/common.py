@@ -1,0 +1,168 @@
+"""What every training recipe shares: the run directory, the student, its teacher and learner,
+the envs and task sampler, held-out evals, metrics and checkpoints. The recipes keep the loop."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import resource
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from agentopd.core.rows import TrainRow
+from agentopd.core.types import Episode, StopReason
+from agentopd.envs.registry import env_attr, make_env
+from agentopd.inference.hf import HFPolicy
+from agentopd.inference.models import load_causal_lm, load_tokenizer, parse_spec
+from agentopd.inference.sampling import Policy, SamplingParams
+from agentopd.metrics.episodes import eval_metrics
+from agentopd.metrics.sinks import MetricsLogger
+from agentopd.recipes.config import TrainConfig
+from agentopd.rollout.runner import RolloutConfig, run_episodes
+from agentopd.rollout.tasks import TaskBatch, UniformTasks
+from agentopd.teachers.check import identical_signal
+from agentopd.teachers.factory import build_teacher
+from agentopd.training.learner import Learner, latest_checkpoint
+
+
+@dataclass
+class Run:
+    """One training run's live parts."""
+
+    cfg: TrainConfig
+    dir: Path
+    console: Console
+    tokenizer: Any
+    policy: HFPolicy
+    """The student as a sampler (its model is the learner's)."""
+    teacher: Any
+    """A `agentopd.teachers.base.Teacher`."""
+    learner: Learner
+    tasks: UniformTasks
+    test_ids: list[str]
+    logger: MetricsLogger
+    last: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    # ---- episodes ---------------------------------------------------------------------
+    def make_train(self):
+        """A training-split env, with the `max_turns` cap when one is set."""
+        return train_env_factory(self.cfg)()
+
+    def play(self, policy: Policy, batch: TaskBatch, step: int) -> list[Episode]:
+        """Training episodes of `batch` played by `policy`; infrastructure errors are dropped."""
+        cfg = self.cfg
+        rollout = RolloutConfig(SamplingParams(cfg.max_new_tokens, cfg.temperature, seed=cfg.seed * 7919 + step),
+                                cfg.max_context_tokens, record_skill_card=self.teacher.needs_skill_card)
+        episodes = run_episodes(self.make_train, policy, batch.task_ids, batch.seeds, rollout, cfg.env,
+                                tokenizer=self.tokenizer)
+        self.policy.invalidate()  # cached keys/values go stale at this step's update: free them now
+        return [e for e in episodes if e.stop_reason != StopReason.ERROR]  # infra errors never train
+
+    def teacher_policy(self) -> HFPolicy:
+        """The teacher model as a sampler (GKD's teacher-generated fraction, SFT demos)."""
+        return HFPolicy(self.teacher.model, self.tokenizer)
+
+    def evaluate(self) -> dict[str, float]:
+        """Held-out success and per-turn success on the first `eval_n` test tasks (greedy by default)."""
+        cfg = self.cfg
+        rollout = RolloutConfig(SamplingParams(cfg.max_new_tokens, cfg.eval_temperature, seed=cfg.seed),
+                                cfg.max_context_tokens)
+        eps = run_episodes(lambda: make_env(cfg.env, split="test"), self.policy, self.test_ids,
+                           list(range(len(self.test_ids))), rollout, cfg.env)
+        return eval_metrics(eps)
+
+    # ---- checks -----------------------------------------------------------------------
+    def require_targets(self, rows: list[TrainRow], step: int) -> None:
+        if not rows or sum(r.n_targets for r in rows) == 0:
+            raise RuntimeError(f"step {step}: no training targets (every episode failed or was empty)")
+
+    def warn_if_zero_signal(self, rows: list[TrainRow], step: int) -> None:
+        if step == self.start_step and identical_signal(rows):
+            self.console.print("[yellow]warning:[/] the teacher gives exactly the student's logprobs "
+                               "on every token: the distillation signal is zero")
+
+    # ---- the loop ---------------------------------------------------------------------
+    @contextmanager
+    def steps(self) -> Iterator[Iterator[int]]:
+        """The remaining step indices, under a progress bar; a baseline eval first."""
+        cfg = self.cfg
+        self.start_step = self.learner.step_count
+        if cfg.eval_every and cfg.eval_at_start and self.start_step == 0:
+            self.logger.log(0, self.evaluate())  # the starting point, for before/after comparisons
+        with Progress(TextColumn("[bold]train[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=self.console) as bar:
+            self._bar, self._job = bar, bar.add_task("", total=cfg.steps, completed=self.start_step)
+            yield iter(range(self.start_step, cfg.steps))
+        self.logger.close()
+
+    def end_step(self, step: int, metrics: dict[str, float], times: list[float]) -> None:
+        """Timings, the held-out eval and checkpoint when due, the metrics line, the progress bar.
+        `times`: perf_counter at the start, after rollouts, after relabelling, after the update."""
+        cfg = self.cfg
+        t0, t1, t2, t3 = times
+        metrics |= {"time/rollout_s": t1 - t0, "time/teacher_s": t2 - t1, "time/learner_s": t3 - t2,
+                    "time/peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        if torch.cuda.is_available():
+            metrics["time/cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        done = step + 1
+        if cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
+            metrics |= self.evaluate()
+        self.logger.log(done, metrics)
+        if done % cfg.ckpt_every == 0 or done == cfg.steps:
+            self.learner.save(self.dir, self.tokenizer, extra={"config": dataclasses.asdict(cfg)},
+                              keep=cfg.keep_checkpoints)
+        self.last = metrics
+        kl = metrics.get("teacher/reverse_kl", metrics.get("loss/ce", float("nan")))
+        self._bar.update(self._job, completed=done, description=(
+            f"step {done}/{cfg.steps} success={metrics.get('rollout/success', float('nan')):.2f} "
+            f"{'teacher KL' if 'teacher/reverse_kl' in metrics else 'CE'}={kl:.3f}"
+            + (f" eval={metrics['eval/success']:.2f}" if "eval/success" in metrics else "")))
+
+    start_step: int = 0
+
+
+def start(cfg: TrainConfig, console: Console | None = None) -> Run:
+    """Check the config, open the run directory (or resume it), load student, teacher, learner."""
+    console = console or Console()
+    cfg.validate()
+    loss = cfg.resolved_loss()
+    run = Path(cfg.out)
+    ckpt = latest_checkpoint(run)
+    if ckpt is not None and not cfg.resume:
+        raise SystemExit(f"{run} already holds checkpoints; pass --resume to continue or choose a new --out")
+    run.mkdir(parents=True, exist_ok=True)
+    # Saved with `loss` resolved, so `agentopd train --config RUN/config.json` reruns exactly this.
+    (run / "config.json").write_text(json.dumps(dataclasses.asdict(dataclasses.replace(cfg, loss=loss)), indent=2))
+    torch.manual_seed(cfg.seed)
+    student = parse_spec(cfg.student).name
+    tok = load_tokenizer(student)
+    model = load_causal_lm(str(ckpt) if ckpt else student, device=cfg.device, dtype="float32")
+    policy = HFPolicy(model, tok)
+    teacher = build_teacher(cfg.teacher, model, tok, device=cfg.teacher_device or cfg.device,
+                            only_diverged=cfg.dagger_only_diverged)
+    learner = Learner(model, cfg.optim_config(), cfg.steps, pad_id=tok.pad_token_id or 0)
+    if ckpt is not None:
+        learner.load_state(ckpt)
+        console.print(f"resumed from {ckpt} (step {learner.step_count})")
+    train_ids = [t.id for t in env_attr(train_env_factory(cfg)(), "tasks")]
+    test_ids = [t.id for t in env_attr(make_env(cfg.env, split="test"), "tasks")][: cfg.eval_n]
+    return Run(cfg, run, console, tok, policy, teacher, learner, UniformTasks(train_ids, cfg.seed), test_ids,
+               MetricsLogger(run))
+
+
+def train_env_factory(cfg: TrainConfig):
+    """Makes training-split envs, with the `max_turns` cap when one is set."""
+    turn_cap = {"max_episode_steps": cfg.max_turns} if cfg.max_turns > 0 else {}
+    return lambda: make_env(cfg.env, split="train", **turn_cap)
+
+
+def now() -> float:
+    return time.perf_counter()

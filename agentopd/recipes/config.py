@@ -1,0 +1,146 @@
+"""`TrainConfig`: every option of `agentopd train`, in one dataclass (CLI flags and config-file
+keys are its field names), and the checks that run before anything loads."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from agentopd.core.capabilities import Signal, expand
+from agentopd.inference.models import parse_spec
+from agentopd.teachers.factory import teacher_kind, teachers_giving
+from agentopd.training.learner import OptimConfig
+from agentopd.training.objectives import GKD, CrossEntropy, GKDTopK, ReverseKLPG
+
+LOSSES = ("reverse_kl_pg", "gkd", "sft", "dagger")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every option of `agentopd train` (CLI flags and config-file keys are these names)."""
+
+    env: str = "agentopd/Calc-v0"
+    """Env id: a registered id, module:EnvId (imports module, which registers it), or class:pkg.module:Class."""
+    student: str = "hf:smollm2-135m"
+    """Student model spec (hf:<name-or-path>); the default is the embedded SmolLM2-135M-Instruct."""
+    teacher: str = "self"
+    """self (student + skill card; the default, chosen by benchmarks/default_teacher.sh),
+    oracle (the env's expert, DAgger), or hf:<model>."""
+    loss: str = "auto"
+    """reverse_kl_pg | gkd | sft | dagger; auto = dagger for the oracle, reverse_kl_pg otherwise."""
+    steps: int = 5
+    """Optimizer steps."""
+    episodes_per_step: int = 8
+    """Student episodes rolled out per step."""
+    out: str = "runs/train"
+    """Run directory: config.json, metrics.jsonl, tb/, checkpoints step_<N>/."""
+    resume: bool = False
+    """Continue from the run directory's latest checkpoint."""
+    seed: int = 0
+    """Seeds task sampling, rollouts and the learner."""
+    lr: float = 5e-5
+    """Peak learning rate (AdamW)."""
+    warmup_steps: int = 0
+    """Linear LR warmup steps."""
+    schedule: str = "constant"
+    """LR schedule after warmup: constant | cosine."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    grad_clip: float = 1.0
+    """Max gradient norm (0 disables)."""
+    max_tokens_per_micro: int = 4096
+    """Tokens per learner micro-batch (prefix-tree nodes when packing); gradients accumulate."""
+    pack: bool = True
+    """Pack rows that share prefixes into one forward (exact; see agentopd/packing.py)."""
+    autocast: str = "none"
+    """bf16 autocast on the learner (CUDA) or none."""
+    grad_checkpointing: bool = False
+    """Recompute activations in the backward pass (less learner memory, ~1 more forward of time)."""
+    temperature: float = 1.0
+    """Rollout sampling temperature (1.0 keeps the recorded logprobs equal to the policy's)."""
+    max_new_tokens: int = 96
+    """Per-turn token cap in rollouts. The expert's turns on the released tasks take at most 44
+    tokens on calc and 105 on sql, but up to 224 on files and 268 on python: raise it there."""
+    max_context_tokens: int = 4096
+    """Episode token budget."""
+    max_turns: int = 0
+    """Cap on assistant turns per training episode (0 = the env's own turn budget); the
+    held-out eval always uses the env's budget."""
+    kl_coef: float = 1.0
+    """reverse_kl_pg: the coefficient c of the advantage -c (log mu - log pi_T)."""
+    clip_eps: float = 0.2
+    """reverse_kl_pg: PPO clip epsilon (0 disables clipping)."""
+    discount: float = 0.0
+    """reverse_kl_pg: discount gamma over future tokens (0 = none)."""
+    gkd_beta: float = 0.5
+    """gkd: JSD interpolation beta (0 forward KL, 1 reverse KL)."""
+    gkd_temperature: float = 0.9
+    """gkd: softmax temperature of both distributions."""
+    gkd_topk: int = 0
+    """gkd: 0 = full-vocabulary JSD; K > 0 = the teacher keeps only its top-K log-probs per token
+    (what a served teacher returns) and the loss is JSD over those K tokens plus a tail bucket."""
+    gkd_lambda: float = 1.0
+    """gkd: fraction of steps trained on student rollouts (the rest on teacher-generated ones)."""
+    dagger_only_diverged: bool = False
+    """dagger: train only on turns where the student failed the per-turn oracle check."""
+    eval_every: int = 5
+    """Held-out eval every K steps (and after the last); 0 disables."""
+    eval_at_start: bool = True
+    """Also evaluate before the first step (the baseline for before/after comparisons)."""
+    eval_n: int = 32
+    """Held-out (test split) tasks per eval."""
+    eval_temperature: float = 0.0
+    """Eval sampling temperature (0 = greedy)."""
+    ckpt_every: int = 5
+    """Checkpoint every K steps (and after the last)."""
+    keep_checkpoints: int = 2
+    """How many checkpoints to keep."""
+    device: str = "cpu"
+    """Student device: cpu | cuda."""
+    teacher_device: str = ""
+    """Teacher device (default: the student's)."""
+
+    def resolved_loss(self) -> str:
+        if self.loss != "auto":
+            return self.loss
+        return "dagger" if self.teacher == "oracle" else "reverse_kl_pg"
+
+    def optim_config(self) -> OptimConfig:
+        """The learner's settings (by name: the two dataclasses order their fields differently)."""
+        names = {f.name for f in dataclasses.fields(OptimConfig)}
+        return OptimConfig(**{k: v for k, v in dataclasses.asdict(self).items() if k in names})
+
+    def needs(self) -> Signal:
+        """The teacher signal this run's method needs (decided before anything loads)."""
+        loss = self.resolved_loss()
+        if loss == "gkd":
+            return GKDTopK.needs if self.gkd_topk > 0 else GKD.needs
+        return {"reverse_kl_pg": ReverseKLPG.needs, "sft": Signal.DEMOS, "dagger": CrossEntropy.needs}[loss]
+
+    def validate(self) -> None:
+        """One-line errors for impossible configs, each naming what would work."""
+        loss = self.resolved_loss()
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of {LOSSES} or auto")
+        kind = teacher_kind(self.teacher)
+        gives = expand(kind.gives)
+        need = self.needs()
+        if need not in gives:
+            works = [name for name in LOSSES if dataclasses.replace(self, loss=name).needs() in gives]
+            what = ("teacher logprobs" if need in (Signal.FULL_LOGITS, Signal.TOPK_LOGPROBS, Signal.SAMPLED_LOGPROBS)
+                    else "text relabels of the student's states" if need == Signal.TEXT else "demonstrations")
+            raise ValueError(
+                f"loss {loss} needs {what} ({need.value}), which teacher {self.teacher!r} does not give "
+                f"({', '.join(sorted(s.value for s in kind.gives))}): use --teacher "
+                f"{' or '.join(teachers_giving(need))}, or with this teacher --loss {' or '.join(works)}")
+        if loss == "gkd" and self.gkd_lambda < 1.0 and Signal.DEMOS not in gives:
+            raise ValueError(f"gkd_lambda < 1 samples teacher-generated episodes: needs a teacher that "
+                             f"plays them ({' or '.join(teachers_giving(Signal.DEMOS))}), not {self.teacher!r}")
+        if self.gkd_topk < 0 or (self.gkd_topk > 0 and loss != "gkd"):
+            raise ValueError("gkd_topk must be >= 0, and > 0 only with --loss gkd")
+        if self.max_turns < 0:
+            raise ValueError("max_turns must be >= 0 (0 = the env's turn budget)")
+        if self.steps < 1 or self.episodes_per_step < 1:
+            raise ValueError("steps and episodes_per_step must be >= 1")
+        if parse_spec(self.student).backend != "hf":
+            raise ValueError("the learner trains an hf:<model> student")

@@ -1,0 +1,42 @@
+"""Generalized knowledge distillation (``--loss gkd``; Agarwal et al., REFERENCES section 2).
+
+A fraction `gkd_lambda` of steps trains on the student's own episodes, the rest on episodes the
+teacher plays; either way the teacher's distribution at every student token (full vocabulary, or
+its top-K plus a tail bucket with ``--gkd-topk``) is the target of a JSD(beta) loss. The teacher
+runs once per step: its log-probs from relabelling are what the loss reads.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from agentopd.metrics.episodes import demo_metrics, rollout_metrics
+from agentopd.recipes.common import now, start
+from agentopd.recipes.config import TrainConfig
+from agentopd.teachers.check import check_signal
+from agentopd.training.objectives import GKD, GKDTopK
+from agentopd.training.turn_stats import TurnAccumulator
+
+
+def main(cfg: TrainConfig, console: Console | None = None) -> dict[str, float]:
+    run = start(cfg, console)
+    objective = (GKDTopK(cfg.gkd_topk, cfg.gkd_beta, cfg.gkd_temperature) if cfg.gkd_topk > 0
+                 else GKD(cfg.gkd_beta, cfg.gkd_temperature))
+    with run.steps() as steps:
+        for step in steps:
+            tasks = run.tasks.sample(step, cfg.episodes_per_step)
+            on_policy = tasks.rng.random() < cfg.gkd_lambda
+            t0 = now()
+            episodes = run.play(run.policy if on_policy else run.teacher_policy(), tasks, step)
+            t1 = now()
+            rows = run.teacher.relabel(episodes, objective.request)  # one teacher forward per step
+            metrics = check_signal(rows)
+            run.warn_if_zero_signal(rows, step)
+            run.require_targets(rows, step)
+            t2 = now()
+            turns = TurnAccumulator()
+            metrics |= run.learner.step(rows, turns.wrap(objective))
+            t3 = now()
+            metrics |= (rollout_metrics(episodes, rows) if on_policy else demo_metrics(episodes)) | turns.metrics()
+            run.end_step(step, metrics, [t0, t1, t2, t3])
+    return run.last

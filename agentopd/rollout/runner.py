@@ -1,0 +1,161 @@
+"""One runner for every policy: many episodes advance together, one policy call per turn.
+
+Per turn: every live episode goes to the policy in one batch (a token policy gets token-id
+prefixes; a message policy gets messages and its env, and its text is rendered into the
+student's tokens); the envs then step in parallel (`ThreadEnvPool`); each step's info is read as
+a typed `TurnInfo`; episodes that end drop out. Each episode becomes a token-in / token-out
+`Episode`. The student, the oracle and an API model all play through here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+
+from agentopd.core.turn_info import TurnInfo
+from agentopd.core.types import Episode, StopReason, Task, TurnRecord
+from agentopd.inference.sampling import MessagePolicy, MessageState, Policy, Sample, SamplingParams
+from agentopd.rollout.env_pool import ThreadEnvPool
+from agentopd.rollout.render import Conversation, Renderer
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """Budgets and sampling for one batch of episodes."""
+
+    sampling: SamplingParams = SamplingParams()
+    max_context_tokens: int = 4096
+    """Episode token budget: an episode whose prefix cannot fit one more full turn ends with
+    ``StopReason.TOKEN_LIMIT`` (truncated). Token policies only: an expert's demonstration is not
+    cut by the student's sampling budget."""
+    env_workers: int = 8
+    """Threads stepping envs in parallel."""
+    record_skill_card: bool = False
+    """Record each task's skill card at reset (`Episode.skill_card`, for the ``self`` teacher)."""
+
+
+@dataclass
+class _Live:
+    env: gym.Env
+    conv: Conversation
+    task_id: str
+    seed: int
+    oracle: Callable[[], str] | None
+    """The oracle of a wrapper that overrides the env's own (None: the env's info is authoritative)."""
+    skill_card: dict | None = None
+    turns: list[TurnRecord] = field(default_factory=list)
+    reward: float = 0.0
+    stop: StopReason | None = None
+    success: bool = False
+    request_success: tuple[bool, ...] = ()
+    error: str | None = None
+
+
+def run_episodes(
+    make_env: Callable[[], gym.Env],
+    policy: Policy,
+    tasks: Sequence[Task | str | None],
+    seeds: Sequence[int],
+    cfg: RolloutConfig = RolloutConfig(),
+    env_id: str = "",
+    on_turn: Callable[[int, int], None] | None = None,
+    tokenizer=None,
+) -> list[Episode]:
+    """Roll out one episode per (task, seed) with `policy`. A message policy needs the student's
+    `tokenizer` to render its turns. Never raises for env/tool failures: such episodes end with
+    ``StopReason.ERROR`` and the error text; an env that breaks the `TurnInfo` contract raises."""
+    is_message = isinstance(policy, MessagePolicy)
+    if is_message and tokenizer is None:
+        raise ValueError("a message policy needs the student's tokenizer to render its turns")
+    tokenizer = tokenizer if is_message else policy.tokenizer  # type: ignore[union-attr]
+    renderer = Renderer(tokenizer)
+    live: list[_Live] = []
+    pool = ThreadEnvPool(cfg.env_workers)
+    turn = 0
+    try:
+        for task, seed in zip(tasks, seeds, strict=True):
+            env = make_env()
+            live.append(_start(env, renderer, task, seed, cfg))
+        while True:
+            active = [ep for ep in live if ep.stop is None]
+            if not is_message:  # the next turn must fit in the budget
+                for ep in active:
+                    if len(ep.conv.token_ids) + cfg.sampling.max_new_tokens > cfg.max_context_tokens:
+                        ep.stop = StopReason.TOKEN_LIMIT
+                active = [ep for ep in active if ep.stop is None]
+            if not active:
+                break
+            params = SamplingParams(**{**cfg.sampling.__dict__, "seed": cfg.sampling.seed * 1000 + turn})
+            if is_message:  # the env gets the policy's exact text; the student's tokens render it
+                texts = policy.respond([MessageState(tuple(ep.conv.messages), ep.env) for ep in active], params)  # type: ignore[union-attr]
+                samples = [_rendered(tokenizer, t) for t in texts]
+            else:
+                samples = policy.sample([ep.conv.token_ids for ep in active], params)  # type: ignore[union-attr]
+            experts = [ep.oracle() if ep.oracle is not None else None for ep in active]
+            spans = [ep.conv.add_assistant(s.token_ids, s.logprobs) for ep, s in zip(active, samples)]
+            actions = texts if is_message else [sp[2] for sp in spans]
+            results = pool.step([ep.env for ep in active], actions)
+            for ep, s, (start, end, text), res, expert in zip(active, samples, spans, results, experts):
+                if isinstance(res, str):  # infrastructure failure inside the env
+                    ep.stop, ep.error = StopReason.ERROR, res
+                    continue
+                obs, reward, terminated, truncated, info = res
+                ti = TurnInfo.from_info(info, terminated)
+                ep.reward += float(reward)
+                ep.turns.append(TurnRecord(
+                    index=len(ep.turns), start=start, end=end, text=text, tool_calls=ti.tool_calls,
+                    tool_results=ti.tool_results, request_index=ti.request_index, oracle_ok=ti.oracle_ok,
+                    reward=float(reward), finish_reason=s.finish_reason,
+                    oracle_action=expert if ep.oracle is not None else ti.oracle_action,
+                ))
+                ep.request_success = ti.request_success
+                if terminated:
+                    ep.stop, ep.success = ti.stop_reason or StopReason.DONE, bool(ti.success)
+                elif truncated:
+                    ep.stop = StopReason.TURN_LIMIT
+                else:
+                    ep.conv.add_observation(obs)
+            turn += 1
+            if on_turn is not None:
+                on_turn(turn, sum(ep.stop is None for ep in live))
+    finally:
+        pool.close()
+        for ep in live:
+            ep.env.close()
+    return [_finish(ep, env_id) for ep in live]
+
+
+def _start(env: gym.Env, renderer: Renderer, task: Task | str | None, seed: int, cfg: RolloutConfig) -> _Live:
+    obs, info = env.reset(seed=seed, options={"task": task} if task is not None else None)
+    card = env.get_wrapper_attr("skill_card")() if cfg.record_skill_card else None
+    return _Live(env, Conversation.start(renderer, obs), info["task_id"], seed, _overriding_oracle(env), card)
+
+
+def _overriding_oracle(env: gym.Env) -> Callable[[], str] | None:
+    """A wrapper's `oracle_action` when one overrides the env's own; the env's own oracle is
+    already in each step's info, so it is not asked twice."""
+    try:
+        fn = env.get_wrapper_attr("oracle_action")
+    except AttributeError:
+        return None
+    return None if getattr(fn, "__self__", None) is env.unwrapped else fn
+
+
+def _rendered(tokenizer, text: str) -> Sample:
+    """A message policy's turn as the student's tokens: canonical ids plus the end-of-turn token."""
+    ids = tokenizer.encode(text, add_special_tokens=False) + [tokenizer.eos_token_id]
+    return Sample(tuple(ids), (0.0,) * len(ids), "stop")
+
+
+def _finish(ep: _Live, env_id: str) -> Episode:
+    c = ep.conv
+    return Episode(
+        env_id=env_id, task_id=ep.task_id, seed=ep.seed,
+        token_ids=tuple(c.token_ids), logprobs=tuple(c.logprobs), loss_mask=tuple(c.loss_mask),
+        turns=tuple(ep.turns), messages=tuple(c.messages), reward=ep.reward,
+        success=ep.success and ep.stop == StopReason.DONE,
+        stop_reason=ep.stop or StopReason.ERROR, request_success=ep.request_success, error=ep.error,
+        skill_card=ep.skill_card,
+    )

@@ -1,0 +1,60 @@
+"""Teacher specs: what each kind gives (known before anything loads) and how to build it.
+
+A new teacher kind (a served model, an API) registers here: its spec prefix, the signals it
+declares, and a builder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agentopd.core.capabilities import Signal, expand
+from agentopd.inference.models import load_causal_lm, load_tokenizer, parse_spec
+
+
+@dataclass(frozen=True)
+class TeacherKind:
+    """A kind of teacher, as a config names it."""
+
+    name: str
+    """``oracle``, ``self`` or ``hf``."""
+    gives: frozenset[Signal]
+    """Declared signals (implied ones included by `expand`)."""
+    usage: str
+    """How a config names it."""
+
+
+KINDS = {
+    "oracle": TeacherKind("oracle", frozenset({Signal.TEXT, Signal.DEMOS}), "oracle"),
+    "self": TeacherKind("self", frozenset({Signal.FULL_LOGITS}), "self"),
+    "hf": TeacherKind("hf", frozenset({Signal.FULL_LOGITS, Signal.DEMOS}), "hf:<model>"),
+}
+
+
+def teacher_kind(spec: str) -> TeacherKind:
+    """The kind of a teacher spec (no loading); a clear error for an unknown one."""
+    if spec in ("oracle", "self"):
+        return KINDS[spec]
+    if spec.startswith("hf:") and len(spec) > 3:
+        return KINDS["hf"]
+    raise ValueError(f"unknown teacher {spec!r}: oracle | self | hf:<model>")
+
+
+def teachers_giving(signal: Signal) -> list[str]:
+    """How to name each teacher kind that gives `signal` (for error messages)."""
+    return [k.usage for k in KINDS.values() if signal in expand(k.gives)]
+
+
+def build_teacher(spec: str, student_model, student_tokenizer, device: str = "cpu", only_diverged: bool = False):
+    """Load the teacher of `spec` (the ``self`` teacher shares the student's live weights)."""
+    kind = teacher_kind(spec)
+    if kind.name == "oracle":
+        from agentopd.teachers.oracle import OracleTeacher
+
+        return OracleTeacher(student_tokenizer, only_diverged=only_diverged)
+    from agentopd.teachers.local import HFTeacher, SelfTeacher
+
+    if kind.name == "self":
+        return SelfTeacher(student_model, student_tokenizer)
+    name = parse_spec(spec).name
+    tok = load_tokenizer(name)
+    return HFTeacher(load_causal_lm(name, device=device, dtype="float32"), tok, student_tokenizer)

@@ -54,7 +54,8 @@ def python_tool_latency(n: int) -> dict[str, float]:
 
 def throughput(batch_sizes: list[int], new_tokens: int) -> dict[str, dict[str, float]]:
     """Sampled tokens/s of HFPolicy on real Calc prompts (first turn), at several batch sizes."""
-    from agentopd.inference.hf import HFPolicy, SamplingParams
+    from agentopd.inference.hf import HFPolicy
+    from agentopd.inference.sampling import SamplingParams
     from agentopd.rollout.render import Conversation, Renderer
 
     policy = HFPolicy.from_spec("smollm2-135m", max_batch=max(batch_sizes))

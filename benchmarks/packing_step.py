@@ -7,12 +7,13 @@ import copy
 import time
 
 import agentopd  # noqa: F401  (sets OMP_WAIT_POLICY before torch)
-from agentopd import losses
-from agentopd.demos import oracle_demo_episodes
 from agentopd.envs.registry import make_env
 from agentopd.inference.forward import pack
 from agentopd.inference.models import load_causal_lm, load_tokenizer, parse_spec
-from agentopd.teachers.local import OracleTeacher
+from agentopd.rollout.oracle import OraclePolicy
+from agentopd.rollout.runner import run_episodes
+from agentopd.teachers.oracle import OracleTeacher
+from agentopd.training import losses
 from agentopd.training.learner import Learner, OptimConfig
 
 
@@ -28,7 +29,7 @@ def main() -> None:
     name = parse_spec("hf:smollm2-135m").name
     tok = load_tokenizer(name)
     base = load_causal_lm(name, device="cpu", dtype="float32")
-    rows = OracleTeacher(tok).relabel(oracle_demo_episodes(mk, ids, list(range(8)), tok), mk)
+    rows = OracleTeacher(tok).relabel(run_episodes(mk, OraclePolicy(), ids, list(range(8)), tokenizer=tok))
     print(f"{len(rows)} DAgger rows, {sum(len(r.input_ids) for r in rows)} row tokens, "
           f"{pack([r.input_ids for r in rows]).n_nodes} prefix-tree nodes, {sum(r.n_targets for r in rows)} targets")
     for packed in (False, True):

@@ -26,59 +26,80 @@ SKILL_KEYS = ("success_analysis", "mistake_analysis", "golden_workflow")
 
 def check_env(env_id: str, max_tasks: int | None = None, splits: tuple[str, ...] = ("train", "test"),
               log: Callable[[str], None] = lambda s: None, workers: int = 4) -> list[str]:
-    """Return a list of problems (empty when the env passes)."""
-    problems: list[str] = []
-
-    def expect(cond: bool, msg: str) -> bool:
-        if not cond:
-            problems.append(msg)
-        return cond
-
+    """Return a list of problems (empty when the env passes): Gymnasium's checker, then ours."""
     env = make_env(env_id, split=splits[0])
-    expect(isinstance(env.unwrapped, gym.Env), "env is not a gymnasium.Env")
-    problems += gymnasium_checker(env)
-    log(f"{env_id}: gymnasium's env checker " + ("passed" if not problems else "failed"))
-    caps = {}
+    try:
+        problems = gymnasium_checker(env)
+        log(f"{env_id}: gymnasium's env checker " + ("passed" if not problems else "failed"))
+        problems += check_capabilities(env)
+        if problems:
+            return problems
+        for check in (check_reset, check_malformed_calls, check_determinism):
+            problems += check(env)
+    finally:
+        env.close()
+    for split in splits:
+        problems += check_oracle_solves(env_id, split, max_tasks, workers, log)
+    return problems
+
+
+def check_capabilities(env: gym.Env) -> list[str]:
+    """Tasks, oracle and skill card, reachable through the wrapper stack."""
+    out = []
     for attr in ("oracle_action", "skill_card", "tasks"):
         try:
-            caps[attr] = env_attr(env, attr)
+            env_attr(env, attr)
         except AttributeError:
-            problems.append(f"env has no {attr!r} (agentopd envs need an oracle, a skill card and tasks)")
-    if problems:
-        return problems
-    oracle, skill_card = caps["oracle_action"], caps["skill_card"]
-    expect(isinstance(env.observation_space, gym.Space), "observation_space is not a gymnasium Space")
-    expect(isinstance(env.action_space, gym.Space), "action_space is not a gymnasium Space")
+            out.append(f"env has no {attr!r} (agentopd envs need an oracle, a skill card and tasks)")
+    return out
 
-    # API and spaces
+
+def check_reset(env: gym.Env) -> list[str]:
+    """The opening observation is chat messages starting with the system prompt; the skill card."""
     obs, info = env.reset(seed=123)
-    expect(env.observation_space.contains(obs), f"reset observation not in observation_space: {obs!r:.200}")
-    expect(isinstance(info, dict) and "task_id" in info, "reset info must be a dict with 'task_id'")
-    expect(bool(obs) and obs[0]["role"] == "system", "first message must be the system prompt")
-    card = skill_card()
-    expect(isinstance(card, dict) and all(k in card for k in SKILL_KEYS), f"skill_card needs keys {SKILL_KEYS}")
+    card = env_attr(env, "skill_card")()
+    return [msg for ok, msg in (
+        (env.observation_space.contains(obs), f"reset observation not in observation_space: {obs!r:.200}"),
+        (isinstance(info, dict) and "task_id" in info, "reset info must be a dict with 'task_id'"),
+        (bool(obs) and obs[0]["role"] == "system", "first message must be the system prompt"),
+        (isinstance(card, dict) and all(k in card for k in SKILL_KEYS), f"skill_card needs keys {SKILL_KEYS}"),
+    ) if not ok]
+
+
+def check_malformed_calls(env: gym.Env) -> list[str]:
+    """Unknown tools and broken JSON come back as tool errors with a TurnInfo, never exceptions."""
+    out = []
     for bad in ('<tool_call>{"name": "no_such_tool", "arguments": {}}</tool_call>',
                 "<tool_call>{not json</tool_call>", '<tool_call>{"name": 3}</tool_call>'):
         env.reset(seed=123)
         try:
-            out = env.step(bad)
+            step = env.step(bad)
         except Exception as e:  # noqa: BLE001
-            problems.append(f"step raised {type(e).__name__} on a malformed tool call {bad!r}: {e}")
+            out.append(f"step raised {type(e).__name__} on a malformed tool call {bad!r}: {e}")
             continue
-        if expect(isinstance(out, tuple) and len(out) == 5, "step must return (obs, reward, terminated, truncated, info)"):
-            o, r, term, trunc, inf = out
-            expect(env.observation_space.contains(o), "step observation not in observation_space")
-            expect(isinstance(r, (int, float)), "reward must be a number")
-            expect(isinstance(term, bool) and isinstance(trunc, bool), "terminated/truncated must be bools")
-            expect(all(k in inf for k in STEP_INFO_KEYS), f"step info needs keys {STEP_INFO_KEYS}")
-            try:
-                TurnInfo.from_info(inf, term)
-            except EnvContractError as e:
-                problems.append(str(e))
-            expect(inf.get("tool_errors", 0) >= 1, f"malformed call {bad!r} did not count as a tool error")
-            expect(any(m["role"] == "tool" for m in o), f"malformed call {bad!r} got no tool message back")
+        if not (isinstance(step, tuple) and len(step) == 5):
+            out.append("step must return (obs, reward, terminated, truncated, info)")
+            continue
+        o, r, term, trunc, inf = step
+        out += [msg for ok, msg in (
+            (env.observation_space.contains(o), "step observation not in observation_space"),
+            (isinstance(r, (int, float)), "reward must be a number"),
+            (isinstance(term, bool) and isinstance(trunc, bool), "terminated/truncated must be bools"),
+            (all(k in inf for k in STEP_INFO_KEYS), f"step info needs keys {STEP_INFO_KEYS}"),
+            (inf.get("tool_errors", 0) >= 1, f"malformed call {bad!r} did not count as a tool error"),
+            (any(m["role"] == "tool" for m in o), f"malformed call {bad!r} got no tool message back"),
+        ) if not ok]
+        try:
+            TurnInfo.from_info(inf, term)
+        except EnvContractError as e:
+            out.append(str(e))
+    return out
 
-    # determinism: same seed -> same task, same transcript under the oracle
+
+def check_determinism(env: gym.Env) -> list[str]:
+    """Same seed -> same task and the same whole transcript under the oracle."""
+    oracle = env_attr(env, "oracle_action")
+
     def transcript(seed: int) -> list:
         o, i = env.reset(seed=seed)
         msgs = [i["task_id"], *o]
@@ -89,21 +110,22 @@ def check_env(env_id: str, max_tasks: int | None = None, splits: tuple[str, ...]
                 break
         return msgs
 
-    expect(transcript(7) == transcript(7), "same seed gave different transcripts (not deterministic)")
-    env.close()
+    return [] if transcript(7) == transcript(7) else ["same seed gave different transcripts (not deterministic)"]
 
-    # oracle on every task of every split (threads: one env each; sandboxed tools overlap)
-    for split in splits:
-        env = make_env(env_id, split=split)
-        tasks = [t.id for t in list(env_attr(env, "tasks"))[:max_tasks]]
-        env.close()
-        shares = [tasks[k::workers] for k in range(workers)]
-        with ThreadPoolExecutor(workers) as pool:
-            parts = pool.map(_oracle_failures, [env_id] * workers, [split] * workers, shares)
-            failed = [f for part in parts for f in part]
-        log(f"{env_id} {split}: oracle solved {len(tasks) - len(failed)}/{len(tasks)} tasks")
-        expect(not failed, f"oracle failed {len(failed)} {split} task(s): {', '.join(sorted(failed)[:5])}")
-    return problems
+
+def check_oracle_solves(env_id: str, split: str, max_tasks: int | None, workers: int,
+                        log: Callable[[str], None]) -> list[str]:
+    """The oracle solves every task of the split, every turn passing its own per-turn check
+    (threads: one env each; sandboxed tools overlap)."""
+    env = make_env(env_id, split=split)
+    tasks = [t.id for t in list(env_attr(env, "tasks"))[:max_tasks]]
+    env.close()
+    shares = [tasks[k::workers] for k in range(workers)]
+    with ThreadPoolExecutor(workers) as pool:
+        failed = [f for part in pool.map(_oracle_failures, [env_id] * workers, [split] * workers, shares)
+                  for f in part]
+    log(f"{env_id} {split}: oracle solved {len(tasks) - len(failed)}/{len(tasks)} tasks")
+    return [f"oracle failed {len(failed)} {split} task(s): {', '.join(sorted(failed)[:5])}"] if failed else []
 
 
 def gymnasium_checker(env: gym.Env) -> list[str]:

@@ -16,7 +16,7 @@ def tokenizer():
 
 @pytest.fixture(scope="session")
 def tiny_model(tokenizer):
-    from agentopd.inference.models import tiny_model_from
+    from helpers_models import tiny_model_from
 
     return tiny_model_from(tokenizer, seed=0)
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from agentopd.core.types import Task
 from agentopd.envs.base import ToolEnv
-from agentopd.inference.hf import Sample, SamplingParams
+from agentopd.inference.sampling import Sample, SamplingParams
 from agentopd.tools.core import format_tool_call
 
 TASKS = [

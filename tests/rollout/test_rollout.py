@@ -6,7 +6,7 @@ from helpers_envs import ScriptedPolicy
 
 from agentopd.core.types import StopReason
 from agentopd.envs.registry import make_env
-from agentopd.inference.hf import SamplingParams
+from agentopd.inference.sampling import SamplingParams
 from agentopd.rollout.render import Renderer
 from agentopd.rollout.runner import RolloutConfig, run_episodes
 from agentopd.tools.core import format_tool_call

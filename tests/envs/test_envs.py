@@ -31,11 +31,13 @@ def test_suite_sizes_splits_and_turn_counts(env_id):
 
 
 @pytest.mark.parametrize("env_id", agentopd_env_ids())
-def test_oracle_episodes_are_genuinely_multi_turn(env_id):
-    from agentopd.oracle_agent import oracle_episode
+def test_oracle_episodes_are_genuinely_multi_turn(env_id, tokenizer):
+    from agentopd.rollout.oracle import OraclePolicy
+    from agentopd.rollout.runner import run_episodes
 
     env = make_env(env_id)
     ids = [t.id for t in env.unwrapped.tasks[:40]]
-    turns = [oracle_episode(lambda: make_env(env_id), i, 0).num_turns for i in ids]
+    eps = run_episodes(lambda: make_env(env_id), OraclePolicy(), ids, [0] * len(ids), tokenizer=tokenizer)
+    turns = [e.num_turns for e in eps]
     assert min(turns) >= 2 and max(turns) <= 8
     assert max(turns) >= 4

@@ -8,9 +8,9 @@ import random
 import pytest
 import torch
 
-from agentopd import losses
 from agentopd.core.rows import TrainRow
 from agentopd.inference.forward import pack, pack_groups, packed_logits
+from agentopd.training import losses
 from agentopd.training.learner import Learner, OptimConfig
 
 
@@ -37,7 +37,7 @@ def test_pack_shares_prefixes_and_keeps_paths():
 
 @pytest.mark.parametrize("impl", ["sdpa", "eager"])
 def test_packed_logits_match_separate_forwards(tokenizer, impl):
-    from agentopd.inference.models import tiny_model_from
+    from helpers_models import tiny_model_from
 
     model = tiny_model_from(tokenizer, seed=1)
     model.config._attn_implementation = impl
@@ -71,7 +71,7 @@ def _rows(seqs):
 def test_packed_learner_step_equals_padded_step(tokenizer):
     """One optimizer step with packing gives the same loss and the same gradients (also with
     gradient checkpointing)."""
-    from agentopd.inference.models import tiny_model_from
+    from helpers_models import tiny_model_from
 
     rows = _rows(_seqs())
 

@@ -1,4 +1,4 @@
-"""agentopd.losses against naive loop references (values and gradients) plus properties.
+"""agentopd.training.losses against naive loop references (values and gradients) plus properties.
 
 The references below loop over tokens and vocabulary entries with float64 torch scalars, written
 from the definitions in REFERENCES.md sections 1, 2 and 7, sharing no code with the module.

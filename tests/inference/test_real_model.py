@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from agentopd.envs.registry import make_env
-from agentopd.inference.hf import HFPolicy, SamplingParams
+from agentopd.inference.hf import HFPolicy
+from agentopd.inference.sampling import SamplingParams
 from agentopd.rollout.runner import RolloutConfig, run_episodes
 
 pytestmark = pytest.mark.slow

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from agentopd.inference.hf import HFPolicy, SamplingParams, sample_tokens
+from agentopd.inference.hf import HFPolicy
+from agentopd.inference.sampling import SamplingParams, sample_tokens
 
 
 def test_sample_tokens_greedy_and_logprob_definition():

@@ -25,7 +25,7 @@ def test_third_party_env_registered_with_gymnasium_works_by_id():
     if "thirdparty/Echo-v0" not in gym.registry:
         gym.register(id="thirdparty/Echo-v0", entry_point="helpers_envs:EchoEnv", max_episode_steps=4)
     assert check_env("thirdparty/Echo-v0", splits=("train",)) == []
-    result = runner.invoke(app, ["eval", "--env", "helpers_envs:EchoEnv", "--model", "oracle", "--split", "train"])
+    result = runner.invoke(app, ["eval", "--env", "class:helpers_envs:EchoEnv", "--model", "oracle", "--split", "train"])
     assert result.exit_code == 0, result.output
     assert "success rate" in result.output and "1.000" in result.output
 

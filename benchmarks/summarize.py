@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 OUT = Path(__file__).parent / "out"
@@ -189,6 +190,31 @@ def plot_per_turn(fam_dir: Path, turns: int = 6) -> None:
     plt.close(fig)
 
 
+def step_times() -> None:
+    """Step-time split before and after the layered redesign (benchmarks/step_times.sh)."""
+    root = OUT / "step_times"
+    print("\n| run | code | step | rollout s | teacher s | learner s | teacher + learner s | mean turns |")
+    print("|---|---|---|---|---|---|---|---|")
+    for run in ("dagger-calc", "dagger-python", "gkd-calc"):
+        for label in ("before", "after"):
+            for m in _metrics(root / label / run / "metrics.jsonl"):
+                t, lr = m["time/teacher_s"], m["time/learner_s"]
+                print(f"| {run} | {label} | {m['step']} | {m['time/rollout_s']:.1f} | {t:.2f} | {lr:.1f} "
+                      f"| {t + lr:.1f} | {m.get('rollout/mean_turns', float('nan')):.2f} |")
+
+
+def same_numbers() -> None:
+    """benchmarks/same_numbers.py: how many logged values differ before/after the redesign."""
+    before, after = OUT / "same_numbers" / "before.json", OUT / "same_numbers" / "after.json"
+    if before.exists() and after.exists():
+        sys.path.insert(0, str(Path(__file__).parent))
+        from same_numbers import compare
+
+        a, b = json.loads(after.read_text()), json.loads(before.read_text())
+        n = sum(len(r) for rows in a.values() for r in rows)
+        print(f"\nsame_numbers: {len(a)} runs, {n} logged values, {len(compare(a, b))} differences (tolerance 1e-6)")
+
+
 if __name__ == "__main__":
     base_success()
     by_difficulty()
@@ -196,3 +222,5 @@ if __name__ == "__main__":
     teachers()
     opd_vs_sft()
     opd_vs_sft("opd_vs_sft_long")
+    step_times()
+    same_numbers()

@@ -15,7 +15,7 @@ from agentopd.envs.suites import load_tasks
 from agentopd.tools.core import ToolFailure, ToolSet, format_tool_call, parse_tool_calls
 from agentopd.tools.vfs import MAX_FILE_CHARS, MAX_GREP_MATCHES, MAX_LS_ENTRIES, VFS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def small_vfs() -> VFS:

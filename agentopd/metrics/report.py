@@ -21,79 +21,93 @@ def _turn_keys(rows: list[dict], prefix: str, name: str) -> list[int]:
 
 
 def write_report(run_dir: str | Path) -> list[Path]:
+    """Write the run's plots and ``report.md``; return their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
     run = Path(run_dir)
     rows = read_metrics(run)
     if not rows:
         raise ValueError(f"{run}/metrics.jsonl has no steps")
-    out: list[Path] = []
+    out = [p for plot in (_per_turn_kl, _per_turn_success, _learning_curves) if (p := plot(run, rows)) is not None]
+    out.append(_summary(run, rows, out))
+    return out
 
-    # 1. per-turn teacher KL (or target NLL) by step: where does the error accumulate?
+
+def _per_turn_kl(run: Path, rows: list[dict]) -> Path | None:
+    """Per-turn teacher KL (or target NLL) by step: where does the error accumulate?"""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
     metric = "teacher_kl" if _turn_keys(rows, "turn", "teacher_kl") else "target_nll"
     turns = _turn_keys(rows, "turn", metric)
-    if turns:
-        grid = np.full((len(turns), len(rows)), np.nan)
-        for j, r in enumerate(rows):
-            for i, t in enumerate(turns):
-                v = r.get(f"turn/{t}/{metric}")
-                if v is not None:
-                    grid[i, j] = v
-        fig, ax = plt.subplots(figsize=(max(5, 0.4 * len(rows) + 3), 0.45 * len(turns) + 2))
-        im = ax.imshow(grid, aspect="auto", origin="lower", cmap="magma",
-                       extent=(rows[0]["step"] - 0.5, rows[-1]["step"] + 0.5, turns[0] - 0.5, turns[-1] + 0.5))
-        fig.colorbar(im, ax=ax, label=metric.replace("_", " "))
-        ax.set_xlabel("training step")
-        ax.set_ylabel("assistant turn")
-        ax.set_title(f"per-turn {metric.replace('_', ' ')} by step")
-        path = run / "per_turn_kl.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        out.append(path)
+    if not turns:
+        return None
+    grid = np.full((len(turns), len(rows)), np.nan)
+    for j, r in enumerate(rows):
+        for i, t in enumerate(turns):
+            v = r.get(f"turn/{t}/{metric}")
+            if v is not None:
+                grid[i, j] = v
+    fig, ax = plt.subplots(figsize=(max(5, 0.4 * len(rows) + 3), 0.45 * len(turns) + 2))
+    im = ax.imshow(grid, aspect="auto", origin="lower", cmap="magma",
+                   extent=(rows[0]["step"] - 0.5, rows[-1]["step"] + 0.5, turns[0] - 0.5, turns[-1] + 0.5))
+    fig.colorbar(im, ax=ax, label=metric.replace("_", " "))
+    ax.set_xlabel("training step")
+    ax.set_ylabel("assistant turn")
+    ax.set_title(f"per-turn {metric.replace('_', ' ')} by step")
+    return _save(fig, run / "per_turn_kl.png")
 
-    # 2. per-turn success (still on track after turn t) at start vs end
+
+def _per_turn_success(run: Path, rows: list[dict]) -> Path | None:
+    """Per-turn success (still on track after turn t) at the start vs the end."""
+    import matplotlib.pyplot as plt
+
     prefix = "eval_turn" if _turn_keys(rows, "eval_turn", "on_track") else "turn"
     t_on = _turn_keys(rows, prefix, "on_track")
     with_curve = [r for r in rows if any(f"{prefix}/{t}/on_track" in r for t in t_on)]
-    if with_curve:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for label, r in (("start (step %d)" % with_curve[0]["step"], with_curve[0]),
-                         ("end (step %d)" % with_curve[-1]["step"], with_curve[-1])):
-            ts = [t for t in t_on if f"{prefix}/{t}/on_track" in r]
-            ax.plot(ts, [r[f"{prefix}/{t}/on_track"] for t in ts], marker="o", label=label)
-        ax.set_xlabel("assistant turn t")
-        ax.set_ylabel("fraction still on track")
-        ax.set_ylim(0, 1.05)
-        ax.set_title(("held-out" if prefix == "eval_turn" else "training rollouts") + ": per-turn success")
-        ax.legend()
-        path = run / "per_turn_success.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        out.append(path)
+    if not with_curve:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, r in (("start (step %d)" % with_curve[0]["step"], with_curve[0]),
+                     ("end (step %d)" % with_curve[-1]["step"], with_curve[-1])):
+        ts = [t for t in t_on if f"{prefix}/{t}/on_track" in r]
+        ax.plot(ts, [r[f"{prefix}/{t}/on_track"] for t in ts], marker="o", label=label)
+    ax.set_xlabel("assistant turn t")
+    ax.set_ylabel("fraction still on track")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(("held-out" if prefix == "eval_turn" else "training rollouts") + ": per-turn success")
+    ax.legend()
+    return _save(fig, run / "per_turn_success.png")
 
-    # 3. learning curves
+
+def _learning_curves(run: Path, rows: list[dict]) -> Path | None:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
     keys = [k for k in ("rollout/success", "eval/success", "teacher/reverse_kl", "loss/ce",
                         "loss/loss", "teacher/top1_agree") if _series(rows, k)[0]]
-    if keys:
-        fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.2))
-        for ax, k in zip(np.atleast_1d(axes), keys):
-            xs, ys = _series(rows, k)
-            ax.plot(xs, ys, marker=".")
-            ax.set_title(k)
-            ax.set_xlabel("step")
-        path = run / "learning_curves.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        out.append(path)
+    if not keys:
+        return None
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.2))
+    for ax, k in zip(np.atleast_1d(axes), keys):
+        xs, ys = _series(rows, k)
+        ax.plot(xs, ys, marker=".")
+        ax.set_title(k)
+        ax.set_xlabel("step")
+    return _save(fig, run / "learning_curves.png")
 
-    # summary
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _summary(run: Path, rows: list[dict], plots: list[Path]) -> Path:
     cfg = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else {}
     lines = [f"# Run report: {run}", "",
              f"env `{cfg.get('env')}`, student `{cfg.get('student')}`, teacher `{cfg.get('teacher')}`, "
@@ -110,8 +124,7 @@ def write_report(run_dir: str | Path) -> list[Path]:
     evals = [r for r in rows if r.get("eval/success") is not None]
     if evals:
         lines += ["", "Held-out success by step: " + ", ".join(f"{r['step']}: {r['eval/success']:.2f}" for r in evals)]
-    lines += [""] + [f"![{p.stem}]({p.name})" for p in out]
+    lines += [""] + [f"![{p.stem}]({p.name})" for p in plots]
     md = run / "report.md"
     md.write_text("\n".join(lines) + "\n")
-    out.append(md)
-    return out
+    return md

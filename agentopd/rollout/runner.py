@@ -97,26 +97,8 @@ def run_episodes(
             spans = [ep.conv.add_assistant(s.token_ids, s.logprobs) for ep, s in zip(active, samples)]
             actions = texts if is_message else [sp[2] for sp in spans]
             results = pool.step([ep.env for ep in active], actions)
-            for ep, s, (start, end, text), res, expert in zip(active, samples, spans, results, experts):
-                if isinstance(res, str):  # infrastructure failure inside the env
-                    ep.stop, ep.error = StopReason.ERROR, res
-                    continue
-                obs, reward, terminated, truncated, info = res
-                ti = TurnInfo.from_info(info, terminated)
-                ep.reward += float(reward)
-                ep.turns.append(TurnRecord(
-                    index=len(ep.turns), start=start, end=end, text=text, tool_calls=ti.tool_calls,
-                    tool_results=ti.tool_results, request_index=ti.request_index, oracle_ok=ti.oracle_ok,
-                    reward=float(reward), finish_reason=s.finish_reason,
-                    oracle_action=expert if ep.oracle is not None else ti.oracle_action,
-                ))
-                ep.request_success = ti.request_success
-                if terminated:
-                    ep.stop, ep.success = ti.stop_reason or StopReason.DONE, bool(ti.success)
-                elif truncated:
-                    ep.stop = StopReason.TURN_LIMIT
-                else:
-                    ep.conv.add_observation(obs)
+            for ep, s, span, res, expert in zip(active, samples, spans, results, experts):
+                _record(ep, s, span, res, expert)
             turn += 1
             if on_turn is not None:
                 on_turn(turn, sum(ep.stop is None for ep in live))
@@ -125,6 +107,30 @@ def run_episodes(
         for ep in live:
             ep.env.close()
     return [_finish(ep, env_id) for ep in live]
+
+
+def _record(ep: _Live, s: Sample, span: tuple[int, int, str], res, expert: str | None) -> None:
+    """Fold one env step into its live episode: a TurnRecord, the stop, the next observation."""
+    start, end, text = span
+    if isinstance(res, str):  # infrastructure failure inside the env
+        ep.stop, ep.error = StopReason.ERROR, res
+        return
+    obs, reward, terminated, truncated, info = res
+    ti = TurnInfo.from_info(info, terminated)
+    ep.reward += float(reward)
+    ep.turns.append(TurnRecord(
+        index=len(ep.turns), start=start, end=end, text=text, tool_calls=ti.tool_calls,
+        tool_results=ti.tool_results, request_index=ti.request_index, oracle_ok=ti.oracle_ok,
+        reward=float(reward), finish_reason=s.finish_reason,
+        oracle_action=expert if ep.oracle is not None else ti.oracle_action,
+    ))
+    ep.request_success = ti.request_success
+    if terminated:
+        ep.stop, ep.success = ti.stop_reason or StopReason.DONE, bool(ti.success)
+    elif truncated:
+        ep.stop = StopReason.TURN_LIMIT
+    else:
+        ep.conv.add_observation(obs)
 
 
 def _start(env: gym.Env, renderer: Renderer, task: Task | str | None, seed: int, cfg: RolloutConfig) -> _Live:

@@ -2,8 +2,8 @@
 
 Guards: only numeric literals, + - * / // % **, unary +/-, parentheses and the functions
 sqrt, abs, round, min, max, floor, ceil are accepted; names, attributes, calls of anything
-else, comprehensions and strings are rejected; exponents and result sizes are bounded so a
-single expression cannot hang the process. Does not guard: floating-point rounding.
+else, comprehensions and strings are rejected; exponents, literals, results and round's digits
+are bounded so a single expression cannot hang the process. Does not guard: floating-point rounding.
 """
 
 from __future__ import annotations
@@ -56,8 +56,14 @@ def evaluate(expression: str) -> float:
     return value
 
 
+MAX_ROUND_DIGITS = 15
+"""`round`'s digits are bounded: round(1, -10**7) once took 12 s (Python builds 10**(10**7))."""
+
+
 def _eval(node: ast.AST) -> float:
     if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+        if abs(node.value) > MAX_ABS:
+            raise ToolFailure("number too large")
         return node.value
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
         v = _eval(node.operand)
@@ -79,10 +85,18 @@ def _eval(node: ast.AST) -> float:
         if node.keywords:
             raise ToolFailure("keyword arguments are not supported")
         args = [_eval(a) for a in node.args]
+        if node.func.id == "round" and len(args) == 2 and not (
+                float(args[1]).is_integer() and abs(args[1]) <= MAX_ROUND_DIGITS):
+            raise ToolFailure(f"round: digits must be a whole number between -{MAX_ROUND_DIGITS} and {MAX_ROUND_DIGITS}")
+        if node.func.id == "round" and len(args) == 2:
+            args[1] = int(args[1])
         try:
-            return _FUNCS[node.func.id](*args)
-        except (TypeError, ValueError) as e:
+            out = _FUNCS[node.func.id](*args)
+        except (TypeError, ValueError, OverflowError) as e:
             raise ToolFailure(f"{node.func.id}: {e}") from None
+        if abs(out) > MAX_ABS:
+            raise ToolFailure("result too large")
+        return out
     raise ToolFailure(f"unsupported element {type(node).__name__} in expression")
 
 

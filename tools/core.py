@@ -134,9 +134,12 @@ def parse_tool_calls(text: str) -> list[ToolCall]:
             calls.append(ToolCall("", {}, raw, "unterminated <tool_call> (missing </tool_call>)"))
             continue
         try:
-            obj = json.loads(raw)
+            obj = _loads(raw)
         except json.JSONDecodeError as e:
             calls.append(ToolCall("", {}, raw, f"invalid JSON: {e.msg} at char {e.pos}"))
+            continue
+        except ValueError as e:  # nested too deeply (json would overflow the stack)
+            calls.append(ToolCall("", {}, raw, f"invalid JSON: {e}"))
             continue
         if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
             calls.append(ToolCall("", {}, raw, 'expected {"name": <string>, "arguments": {...}}'))
@@ -144,14 +147,58 @@ def parse_tool_calls(text: str) -> list[ToolCall]:
         args = obj.get("arguments", {})
         if isinstance(args, str):  # some models double-encode the arguments
             try:
-                args = json.loads(args)
-            except json.JSONDecodeError:
+                args = _loads(args)
+            except ValueError:  # JSONDecodeError included
                 pass
         if not isinstance(args, dict):
             calls.append(ToolCall(obj["name"], {}, raw, "'arguments' must be a JSON object"))
             continue
         calls.append(ToolCall(obj["name"], args, raw))
     return calls
+
+
+MAX_JSON_DEPTH = 64
+"""Deeper JSON is refused before parsing: json's recursive decoder raised RecursionError at
+about 1,000 levels, out of `step`."""
+
+
+def _loads(text: str) -> Any:
+    """`json.loads`, refusing nesting deeper than MAX_JSON_DEPTH (ValueError)."""
+    if _json_depth(text) > MAX_JSON_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    return json.loads(text)
+
+
+def _json_depth(text: str) -> int:
+    """The deepest bracket nesting outside strings (an upper bound of the JSON depth)."""
+    depth = best = 0
+    in_str = esc = False
+    for ch in text:
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            best = max(best, depth)
+        elif ch in "]}":
+            depth -= 1
+    return best
+
+
+def clean_text(text: str) -> str:
+    """`text` with every code point UTF-8 cannot encode (a lone surrogate, e.g. from a path
+    "/\\udcff") replaced by "?": such text made the tokenizer raise and ended the training run."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def format_tool_call(name: str, arguments: dict[str, Any]) -> str:
@@ -211,7 +258,11 @@ class ToolSet:
         return [t.schema for t in self.tools.values()]
 
     def run(self, call: ToolCall) -> ToolResult:
-        """Execute one call. Never raises."""
+        """Execute one call. Never raises; the result's text is always encodable."""
+        r = self._run(call)
+        return ToolResult(clean_text(r.name), clean_text(r.content), r.error)
+
+    def _run(self, call: ToolCall) -> ToolResult:
         name = call.name or "?"
         if call.parse_error:
             return ToolResult(name, f"Error: could not parse tool call: {call.parse_error}", "parse")

@@ -13,9 +13,13 @@ Guards:
 - Files: the database lives in memory; ATTACH (also ``VACUUM INTO``, which attaches a file) is
   denied and ``SQLITE_LIMIT_ATTACHED`` is 0; extension loading stays off (Python's default).
 - Runaway queries: a progress handler aborts a statement (execution and fetching) once it has
-  run ``time_limit_s`` seconds (default 2 s) and the call raises `ToolTimeout`.
-- Huge values and outputs: strings and blobs are capped by ``SQLITE_LIMIT_LENGTH`` (1 MB), SQL
-  text by ``SQLITE_LIMIT_SQL_LENGTH``; results show at most ``max_rows`` rows (default 50) and
+  run ``time_limit_s`` seconds (default 2 s) and the call raises `ToolTimeout`. The handler runs
+  between VM instructions, not inside one function call, so no single call may be slow: strings
+  and blobs are capped at ``MAX_VALUE_CHARS`` (20,000; three ``instr()`` calls over 999,000-char
+  strings once ran 16 s), LIKE/GLOB patterns at 200 characters, and ``printf``/``format``
+  refuse widths and precisions above that cap before formatting (``printf('%.*c', 1e9, 'x')``
+  once ran 3.7 s building a string it then discarded).
+- Huge values and outputs: SQL text is capped by ``SQLITE_LIMIT_SQL_LENGTH``; results show at most ``max_rows`` rows (default 50) and
   about 1,800 characters, then say how many rows were left out.
 - Nondeterminism: ``random()`` and ``randomblob()`` are denied, so the same query always gives
   the same result on the same database.
@@ -55,6 +59,9 @@ _READ_PRAGMAS = frozenset(
     {"table_info", "table_xinfo", "table_list", "index_list", "index_info", "foreign_key_list"}
 )
 _DENIED_FUNCTIONS = frozenset({"random", "randomblob", "load_extension"})
+MAX_VALUE_CHARS = 20_000
+"""SQLITE_LIMIT_LENGTH: the longest string or blob any expression may build."""
+_FMT_NUMBER = re.compile(r"%[-+ #0,!]*(\d+)?(?:\.(\d+))?")
 _ALLOWED_ACTIONS = frozenset(
     {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
 )
@@ -130,6 +137,8 @@ class SQLDatabase:
         self._denied: str | None = None
         self._rows_cache: dict[str, list[tuple] | Exception] = {}
         self._conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+        self._plain: sqlite3.Connection | None = None
+        """A bare connection that runs the real printf once `_bounded_printf` has checked it."""
         self._tables: dict[str, dict[str, Any]] = {}
         for table in spec["tables"]:
             self._create(table)
@@ -160,10 +169,13 @@ class SQLDatabase:
         conn = self._conn
         conn.execute("PRAGMA query_only = ON")
         conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
-        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 1_000_000)
+        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_CHARS)
         conn.setlimit(sqlite3.SQLITE_LIMIT_SQL_LENGTH, 20_000)
+        conn.setlimit(sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH, 200)
+        for name in ("printf", "format"):  # shadows the built-ins: bounded, then the real one
+            conn.create_function(name, -1, self._bounded_printf, deterministic=True)
         conn.set_authorizer(self._authorize)
-        conn.set_progress_handler(self._progress, 1000)
+        conn.set_progress_handler(self._progress, 100)
 
     def _authorize(self, action: int, arg1: str | None, arg2: str | None, db: str | None, trigger: str | None) -> int:
         if action in _ALLOWED_ACTIONS:
@@ -178,6 +190,23 @@ class SQLDatabase:
             what = f"PRAGMA {arg1}"
         self._deny(f"SQLite denied {what}")
         return sqlite3.SQLITE_DENY
+
+    def _bounded_printf(self, fmt: Any = None, *args: Any) -> Any:
+        """SQLite's printf, refused when a width or precision exceeds MAX_VALUE_CHARS."""
+        if fmt is None:
+            return None
+        text = str(fmt)
+        widths = [int(g) for m in _FMT_NUMBER.finditer(text) for g in m.groups() if g]
+        if "*" in text:
+            widths += [abs(int(a)) for a in args if isinstance(a, (int, float)) and abs(a) < 1e300]
+        if any(w > MAX_VALUE_CHARS for w in widths):
+            self._deny(f"printf: width or precision larger than {MAX_VALUE_CHARS} refused")
+            raise ValueError(self._denied)
+        if self._plain is None:
+            self._plain = sqlite3.connect(":memory:", check_same_thread=False)
+            self._plain.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_CHARS)
+        marks = ", ".join("?" * (1 + len(args)))
+        return self._plain.execute(f"SELECT printf({marks})", (text, *args)).fetchone()[0]
 
     def _deny(self, why: str) -> None:
         if self._denied is None:  # the first denial names the statement; later ones follow

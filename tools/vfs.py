@@ -49,14 +49,28 @@ def fmt(parts: Parts) -> str:
 
 
 def _count(node: Any) -> tuple[int, int]:
-    """(entries, characters) in a subtree, the subtree's own entry included."""
-    if isinstance(node, str):
-        return 1, len(node)
-    n, c = 1, 0
-    for child in node.values():
-        dn, dc = _count(child)
-        n, c = n + dn, c + dc
+    """(entries, characters) in a subtree, the subtree's own entry included (iterative)."""
+    n, c, stack = 0, 0, [node]
+    while stack:
+        cur = stack.pop()
+        n += 1
+        if isinstance(cur, str):
+            c += len(cur)
+        else:
+            stack.extend(cur.values())
     return n, c
+
+
+def _height(node: Any) -> int:
+    """Levels below `node` (0 for a file or an empty directory), iterative: a walk never
+    depends on the recursion limit."""
+    best, stack = 0, [(node, 0)]
+    while stack:
+        cur, d = stack.pop()
+        best = max(best, d)
+        if isinstance(cur, dict):
+            stack.extend((child, d + 1) for child in cur.values())
+    return best
 
 
 class VFS:
@@ -385,6 +399,8 @@ class VFS:
             raise ToolFailure(
                 f"{cmd}: cannot {verb} '{src}' to a subdirectory of itself, '{fmt(dparts)}'"
             )
+        if len(dparts) + _height(node) > MAX_DEPTH:  # mkdir + mv could otherwise nest without end
+            raise ToolFailure(f"{cmd}: {dst}: the result would be deeper than {MAX_DEPTH} levels")
         parent = self._parent(dparts, cmd, dst)
         existing = parent.get(dparts[-1])
         if isinstance(existing, dict):

@@ -69,8 +69,10 @@ class Conversation:
         self.logprobs.extend(logprobs if logprobs is not None else [0.0] * len(ids))
 
     def add_observation(self, messages: Sequence[Message]) -> None:
-        """Append messages (system/user/tool) and the generation prompt; template tokens only."""
-        self.messages.extend(messages)
+        """Append messages (system/user/tool) and the generation prompt; template tokens only.
+        Text UTF-8 cannot encode (a lone surrogate in a tool result) becomes "?" first: the
+        tokenizer would raise, and one bad observation must never end a run."""
+        self.messages.extend({**m, "content": _encodable(m["content"])} for m in messages)
         new_text = self.renderer.text(self.messages, add_generation_prompt=True)
         if not new_text.startswith(self._text):
             raise RenderError("chat template re-rendered earlier turns differently (not prefix-preserving)")
@@ -99,3 +101,11 @@ class Conversation:
         self._append(self.renderer.encode(glue), student=False)
         self._text = closed
         return start, end, content
+
+
+def _encodable(text: str) -> str:
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")

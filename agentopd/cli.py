@@ -16,10 +16,17 @@ console = Console()
 @contextmanager
 def _user_errors():
     """A user error (bad id, bad config) is one line that says what would work, never a traceback."""
+    from agentopd.core.config import UserError
+
     try:
         yield
-    except (ValueError, FileNotFoundError) as e:
-        console.print(f"[red]error:[/] {e}")
+    except (UserError, ValueError, FileNotFoundError) as e:
+        console.print(f"[red]error:[/] {e}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    except SystemExit as e:
+        if not isinstance(e.code, str):
+            raise
+        console.print(f"[red]error:[/] {e.code}", soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -111,13 +118,18 @@ def _train_command():
             default=typer.Option(None, *decls, help=f"{docs.get(f.name, '')} [default: {f.default}]")))
 
     def train(**kwargs) -> None:
-        from agentopd.core.config import load_config
+        from agentopd.core.config import UserError, load_config
         from agentopd.recipes import train as run_recipe
+        from agentopd.recipes.common import preflight
 
         with _user_errors():
             cfg = load_config(TrainConfig, kwargs.pop("config"), **kwargs)
-            cfg.validate()
-        run_recipe(cfg, console)
+            preflight(cfg)
+        try:
+            run_recipe(cfg, console)
+        except UserError as e:  # found while loading (a hub id that is not there, a tokenizer mismatch)
+            console.print(f"[red]error:[/] {e}", soft_wrap=True)
+            raise typer.Exit(2) from None
 
     train.__signature__ = inspect.Signature(params)
     train.__doc__ = ("Train a student by on-policy distillation: rollouts -> teacher relabel -> loss -> "
@@ -133,7 +145,9 @@ def report_cmd(run_dir: str = typer.Argument(..., help="A run directory written 
     """Write PNG plots (per-turn KL heatmap, per-turn success start vs end, learning curves) and a summary."""
     from agentopd.metrics.report import write_report
 
-    for path in write_report(run_dir):
+    with _user_errors():
+        paths = write_report(run_dir)
+    for path in paths:
         console.print(f"wrote {path}")
 
 

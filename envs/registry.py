@@ -14,6 +14,7 @@ the first time an id is not found, so ``agentopd train --env theirs/Env-v0`` wor
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from importlib.metadata import entry_points
 from typing import Any
@@ -73,8 +74,10 @@ def resolve_env_id(env_id: str) -> str:
     if env_id not in gym.registry:
         load_plugins()
     if env_id not in gym.registry:
+        close = difflib.get_close_matches(env_id, list(gym.registry), n=1, cutoff=0.6)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(
-            f"unknown env {env_id!r}. Registered agentopd envs: {', '.join(agentopd_env_ids())}. "
+            f"unknown env {env_id!r}.{hint} Registered agentopd envs: {', '.join(agentopd_env_ids())}. "
             "Register yours with gymnasium.register(...) and pass module:EnvId, declare an "
             f"'{ENTRY_POINT_GROUP}' entry point in your package, or pass class:pkg.module:Class.")
     return env_id

@@ -18,6 +18,11 @@ from pathlib import Path
 from typing import Any
 
 
+class UserError(ValueError):
+    """A mistake in what the user asked for (a bad id, path or value): shown as one line that
+    says what would work, never as a traceback."""
+
+
 def field_docs(cls: type) -> dict[str, str]:
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     body = tree.body[0].body  # type: ignore[attr-defined]
@@ -65,15 +70,22 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"config file {path} does not exist")
-    text = path.read_text()
+    if not path.is_file():
+        raise ValueError(f"config file {path} is not a file: pass a JSON or TOML file of config fields")
     try:
+        text = path.read_text()
         if path.suffix == ".toml":
             import tomllib
 
-            return tomllib.loads(text)
-        return json.loads(text)
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
     except Exception as e:  # noqa: BLE001 - reported with the file name
         raise ValueError(f"cannot parse config file {path}: {e}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} holds {type(data).__name__} {str(data)[:40]!r}: it must hold "
+                         'one JSON object (or TOML table) of config fields, e.g. {"steps": 10}')
+    return data
 
 
 def load_config(cls: type, file: str | Path | None = None, **overrides: Any):

@@ -45,6 +45,19 @@ def parse_spec(spec: str) -> ModelSpec:
     return ModelSpec(backend, rest)
 
 
+def check_model_name(name: str) -> None:
+    """Refuse, before loading, a local model path that does not hold a model (a hub id is only
+    checked when it loads)."""
+    if name in _ALIASES:
+        return
+    p = Path(name).expanduser()
+    looks_local = name.startswith(("/", "./", "../", "~")) or p.exists()
+    if looks_local and not (p / "config.json").exists():
+        why = "does not exist" if not p.exists() else "holds no config.json"
+        raise ValueError(f"model path {name!r} {why}: pass a directory saved by save_pretrained "
+                         "(e.g. a run's step_<N>/), a hub id, or smollm2-135m")
+
+
 def resolve_path(name: str) -> str:
     """Map a model name to something `from_pretrained` loads offline.
 

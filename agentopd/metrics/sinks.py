@@ -44,11 +44,22 @@ class MetricsLogger:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    """All logged steps; a resumed run's re-logged steps replace the earlier lines."""
+    """All logged steps; a resumed run's re-logged steps replace the earlier lines. A torn last
+    line (a run killed while writing it) is skipped; any other bad line is an error naming it."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise ValueError(f"{run_dir} has no metrics.jsonl: pass a run directory written by agentopd train")
+    lines = path.read_text(errors="replace").splitlines()
     by_step: dict[int, dict] = {}
-    with (Path(run_dir) / "metrics.jsonl").open() as f:
-        for line in f:
-            if line.strip():
-                row = json.loads(line)
-                by_step[row["step"]] = row
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            step = int(row["step"])
+        except (ValueError, KeyError, TypeError) as e:
+            if lineno == len(lines):
+                continue  # torn by a kill mid-write
+            raise ValueError(f"{path}:{lineno}: not a metrics line ({type(e).__name__}: {e})") from None
+        by_step[step] = row
     return [by_step[s] for s in sorted(by_step)]

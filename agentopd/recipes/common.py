@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import resource
 import time
 from collections.abc import Iterator
@@ -17,11 +18,12 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from agentopd.core.config import UserError
 from agentopd.core.rows import TrainRow
 from agentopd.core.types import Episode, StopReason
-from agentopd.envs.registry import env_attr, make_env
+from agentopd.envs.registry import env_attr, make_env, resolve_env_id
 from agentopd.inference.hf import HFPolicy
-from agentopd.inference.models import load_causal_lm, load_tokenizer, parse_spec
+from agentopd.inference.models import check_model_name, load_causal_lm, load_tokenizer, parse_spec
 from agentopd.inference.sampling import Policy, SamplingParams
 from agentopd.metrics.episodes import eval_metrics
 from agentopd.metrics.sinks import MetricsLogger
@@ -129,31 +131,61 @@ class Run:
     start_step: int = 0
 
 
+def preflight(cfg: TrainConfig) -> None:
+    """Every check that needs no model: the config, the env id, model paths, the output
+    directory. Raises `UserError` (one line); nothing is written."""
+    try:
+        cfg.validate()
+        resolve_env_id(cfg.env)
+        check_model_name(parse_spec(cfg.student).name)
+        if cfg.teacher.startswith("hf:"):
+            check_model_name(parse_spec(cfg.teacher).name)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    out = Path(cfg.out).resolve()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {cfg.out} is a file: choose a directory")
+    base = out
+    while not base.exists():
+        base = base.parent
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise UserError(f"--out {cfg.out}: {base} is not writable; choose a directory you can write")
+    if latest_checkpoint(out) is not None and not cfg.resume:
+        raise SystemExit(f"{cfg.out} already holds checkpoints; pass --resume to continue or choose a new --out")
+
+
+def _load(what: str, fn, *args, **kw):
+    """A model or tokenizer load whose failure is the user's to fix (a wrong id, no network)."""
+    try:
+        return fn(*args, **kw)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load the {what} {args[0]!r}: {str(e).splitlines()[0]}") from None
+
+
 def start(cfg: TrainConfig, console: Console | None = None) -> Run:
-    """Check the config, open the run directory (or resume it), load student, teacher, learner."""
+    """Check everything, load student, teacher and learner (or resume them), then open the run
+    directory: a run that cannot start writes nothing."""
     console = console or Console()
-    cfg.validate()
+    preflight(cfg)
     loss = cfg.resolved_loss()
     run = Path(cfg.out)
     ckpt = latest_checkpoint(run)
-    if ckpt is not None and not cfg.resume:
-        raise SystemExit(f"{run} already holds checkpoints; pass --resume to continue or choose a new --out")
-    run.mkdir(parents=True, exist_ok=True)
-    # Saved with `loss` resolved, so `agentopd train --config RUN/config.json` reruns exactly this.
-    (run / "config.json").write_text(json.dumps(dataclasses.asdict(dataclasses.replace(cfg, loss=loss)), indent=2))
     torch.manual_seed(cfg.seed)
     student = parse_spec(cfg.student).name
-    tok = load_tokenizer(student)
-    model = load_causal_lm(str(ckpt) if ckpt else student, device=cfg.device, dtype="float32")
+    tok = _load("student tokenizer", load_tokenizer, student)
+    model = _load("student", load_causal_lm, str(ckpt) if ckpt else student, device=cfg.device, dtype="float32")
     policy = HFPolicy(model, tok)
-    teacher = build_teacher(cfg.teacher, model, tok, device=cfg.teacher_device or cfg.device,
-                            only_diverged=cfg.dagger_only_diverged)
+    teacher = _load("teacher", build_teacher, cfg.teacher, model, tok, device=cfg.teacher_device or cfg.device,
+                    only_diverged=cfg.dagger_only_diverged)
     learner = Learner(model, cfg.optim_config(), cfg.steps, pad_id=tok.pad_token_id or 0)
     if ckpt is not None:
         learner.load_state(ckpt)
         console.print(f"resumed from {ckpt} (step {learner.step_count})")
     train_ids = [t.id for t in env_attr(train_env_factory(cfg)(), "tasks")]
     test_ids = [t.id for t in env_attr(make_env(cfg.env, split="test"), "tasks")][: cfg.eval_n]
+    run.mkdir(parents=True, exist_ok=True)
+    # Saved with `loss` resolved, so `agentopd train --config RUN/config.json` reruns exactly this.
+    (run / "config.json").write_text(json.dumps(dataclasses.asdict(dataclasses.replace(cfg, loss=loss)), indent=2))
     return Run(cfg, run, console, tok, policy, teacher, learner, UniformTasks(train_ids, cfg.seed), test_ids,
                MetricsLogger(run))
 

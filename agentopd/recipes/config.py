@@ -144,3 +144,41 @@ class TrainConfig:
             raise ValueError("steps and episodes_per_step must be >= 1")
         if parse_spec(self.student).backend != "hf":
             raise ValueError("the learner trains an hf:<model> student")
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
+        """Every numeric and choice field in its range: a bad value is refused before any model
+        loads or any file is written (--ckpt-every 0 once crashed after a whole step)."""
+        checks: list[tuple[bool, str]] = [
+            (self.lr > 0, "lr must be > 0"),
+            (self.warmup_steps >= 0, "warmup_steps must be >= 0"),
+            (self.schedule in ("constant", "cosine"), f"schedule {self.schedule!r}: use constant or cosine"),
+            (self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (self.grad_clip >= 0, "grad_clip must be >= 0 (0 disables clipping)"),
+            (self.max_tokens_per_micro >= 1, "max_tokens_per_micro must be >= 1"),
+            (self.autocast in ("none", "bf16"), f"autocast {self.autocast!r}: use none or bf16"),
+            (self.temperature >= 0, "temperature must be >= 0 (0 = greedy)"),
+            (self.eval_temperature >= 0, "eval_temperature must be >= 0 (0 = greedy)"),
+            (self.max_new_tokens >= 1, "max_new_tokens must be >= 1"),
+            (self.max_context_tokens > self.max_new_tokens, "max_context_tokens must exceed max_new_tokens"),
+            (self.kl_coef > 0, "kl_coef must be > 0"),
+            (self.clip_eps >= 0, "clip_eps must be >= 0 (0 disables clipping)"),
+            (0 <= self.discount <= 1, "discount must be in [0, 1]"),
+            (0 <= self.gkd_beta <= 1, "gkd_beta must be in [0, 1] (0 forward KL, 1 reverse KL)"),
+            (self.gkd_temperature > 0, "gkd_temperature must be > 0"),
+            (0 <= self.gkd_lambda <= 1, "gkd_lambda must be in [0, 1]"),
+            (self.eval_every >= 0, "eval_every must be >= 0 (0 disables held-out evals)"),
+            (self.eval_n >= 1, "eval_n must be >= 1"),
+            (self.ckpt_every >= 1, "ckpt_every must be >= 1"),
+            (self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1"),
+            (_device_ok(self.device), f"device {self.device!r}: use cpu, cuda or cuda:<index>"),
+            (not self.teacher_device or _device_ok(self.teacher_device),
+             f"teacher_device {self.teacher_device!r}: use cpu, cuda or cuda:<index>"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
+
+
+def _device_ok(device: str) -> bool:
+    return device == "cpu" or device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())

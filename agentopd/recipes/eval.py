@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -12,7 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from agentopd.core.types import Episode
-from agentopd.envs.registry import env_attr, make_env
+from agentopd.envs.registry import env_attr, make_env, resolve_env_id
+from agentopd.inference.models import check_model_name, parse_spec
 from agentopd.inference.sampling import Policy, SamplingParams
 from agentopd.metrics.episodes import per_turn_success, summarize
 from agentopd.rollout.runner import RolloutConfig, run_episodes
@@ -41,8 +43,35 @@ class EvalConfig:
     """For ``oracle``: the student whose tokens the expert's turns are rendered in (episodes.jsonl)."""
 
 
+    def validate(self) -> None:
+        """One-line errors before any model loads (``--n 0`` once exited 0 having done nothing)."""
+        for ok, msg in (
+            (self.split in ("train", "test"), f"split {self.split!r}: use train or test"),
+            (self.n is None or self.n >= 1, "n must be >= 1 (omit it for the whole split)"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.temperature >= 0, "temperature must be >= 0 (0 = greedy)"),
+            (self.max_new_tokens >= 1, "max_new_tokens must be >= 1"),
+            (self.max_context_tokens > self.max_new_tokens, "max_context_tokens must exceed max_new_tokens"),
+        ):
+            if not ok:
+                raise ValueError(msg)
+        resolve_env_id(self.env)
+        if self.model != "oracle":
+            spec = parse_spec(self.model)
+            if spec.backend == "hf":
+                check_model_name(spec.name)
+
+
 def run_eval(cfg: EvalConfig, console: Console | None = None) -> tuple[dict[str, float], list[Episode]]:
     console = console or Console()
+    cfg.validate()
+    out = Path(cfg.out) if cfg.out else None
+    if out is not None:  # before the rollouts: a bad path must not waste the evaluation
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {cfg.out} is a file: choose a directory")
+        out.mkdir(parents=True, exist_ok=True)
+        if not os.access(out, os.W_OK):
+            raise ValueError(f"--out {cfg.out} is not writable")
     env = make_env(cfg.env, split=cfg.split)
     tasks = list(env_attr(env, "tasks"))
     env.close()
@@ -71,9 +100,7 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> tuple[dict[str,
             bar.update(job, completed=len(episodes))
     summary = summarize(episodes)
     summary["eval/seconds"] = time.time() - t0
-    if cfg.out:
-        out = Path(cfg.out)
-        out.mkdir(parents=True, exist_ok=True)
+    if out is not None:
         with (out / "episodes.jsonl").open("w") as f:
             for ep in episodes:
                 f.write(json.dumps(ep.to_json()) + "\n")
@@ -91,7 +118,10 @@ def _policy(cfg: EvalConfig) -> tuple[Policy, object]:
         return OraclePolicy(), load_tokenizer(parse_spec(cfg.tokenizer).name)
     from agentopd.inference.factory import make_token_policy
 
-    return make_token_policy(cfg.model, device=cfg.device, max_batch=cfg.batch_size), None
+    try:
+        return make_token_policy(cfg.model, device=cfg.device, max_batch=cfg.batch_size), None
+    except OSError as e:
+        raise ValueError(f"cannot load the model {cfg.model!r}: {str(e).splitlines()[0]}") from None
 
 
 def print_summary(console: Console, cfg: EvalConfig, summary: dict[str, float], episodes: list[Episode]) -> None:

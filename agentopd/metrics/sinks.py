@@ -43,6 +43,30 @@ class MetricsLogger:
             self._wandb.finish()
 
 
+def repair_metrics(run_dir: Path, through_step: int) -> int:
+    """Before a run continues from the checkpoint of `through_step`: keep only whole metric lines
+    of steps up to it (a kill mid-write tears the last line; a kill during a checkpoint write
+    leaves the line of a step that will run again). Returns how many lines were dropped."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+            ok = int(row["step"]) <= through_step
+        except (ValueError, KeyError, TypeError):
+            ok = False
+        if ok:
+            kept.append(line)
+        elif line.strip():
+            dropped += 1
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(k + "\n" for k in kept))
+    os.replace(tmp, path)
+    return dropped
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
     """All logged steps; a resumed run's re-logged steps replace the earlier lines. A torn last
     line (a run killed while writing it) is skipped; any other bad line is an error naming it."""

@@ -26,13 +26,14 @@ from agentopd.inference.hf import HFPolicy
 from agentopd.inference.models import check_model_name, load_causal_lm, load_tokenizer, parse_spec
 from agentopd.inference.sampling import Policy, SamplingParams
 from agentopd.metrics.episodes import eval_metrics
-from agentopd.metrics.sinks import MetricsLogger
+from agentopd.metrics.sinks import MetricsLogger, repair_metrics
 from agentopd.recipes.config import TrainConfig
 from agentopd.rollout.runner import RolloutConfig, run_episodes
 from agentopd.rollout.tasks import TaskBatch, UniformTasks
 from agentopd.teachers.check import identical_signal
 from agentopd.teachers.factory import build_teacher
-from agentopd.training.learner import Learner, latest_checkpoint
+from agentopd.training.checkpoint import find_checkpoint, has_checkpoints
+from agentopd.training.learner import Learner
 
 
 @dataclass
@@ -150,7 +151,7 @@ def preflight(cfg: TrainConfig) -> None:
         base = base.parent
     if not os.access(base, os.W_OK | os.X_OK):
         raise UserError(f"--out {cfg.out}: {base} is not writable; choose a directory you can write")
-    if latest_checkpoint(out) is not None and not cfg.resume:
+    if has_checkpoints(out) and not cfg.resume:
         raise SystemExit(f"{cfg.out} already holds checkpoints; pass --resume to continue or choose a new --out")
 
 
@@ -169,7 +170,12 @@ def start(cfg: TrainConfig, console: Console | None = None) -> Run:
     preflight(cfg)
     loss = cfg.resolved_loss()
     run = Path(cfg.out)
-    ckpt = latest_checkpoint(run)
+    ckpt, skipped = find_checkpoint(run)
+    for note in skipped:
+        console.print(f"[yellow]skipping a damaged checkpoint:[/] {note}")
+    if ckpt is None and has_checkpoints(run):  # never restart silently over a damaged run
+        raise UserError(f"{run} holds no intact checkpoint to resume ({'; '.join(skipped)}): "
+                        "remove it or choose a new --out")
     torch.manual_seed(cfg.seed)
     student = parse_spec(cfg.student).name
     tok = _load("student tokenizer", load_tokenizer, student)
@@ -184,6 +190,9 @@ def start(cfg: TrainConfig, console: Console | None = None) -> Run:
     train_ids = [t.id for t in env_attr(train_env_factory(cfg)(), "tasks")]
     test_ids = [t.id for t in env_attr(make_env(cfg.env, split="test"), "tasks")][: cfg.eval_n]
     run.mkdir(parents=True, exist_ok=True)
+    dropped = repair_metrics(run, learner.step_count if ckpt is not None else -1)
+    if dropped:
+        console.print(f"dropped {dropped} metrics line(s) past the checkpoint (torn, or of steps that run again)")
     # Saved with `loss` resolved, so `agentopd train --config RUN/config.json` reruns exactly this.
     (run / "config.json").write_text(json.dumps(dataclasses.asdict(dataclasses.replace(cfg, loss=loss)), indent=2))
     return Run(cfg, run, console, tok, policy, teacher, learner, UniformTasks(train_ids, cfg.seed), test_ids,

@@ -5,7 +5,8 @@ A checkpoint is a directory ``step_<N>/`` holding a plain ``save_pretrained`` mo
 by transformers alone) and ``trainer_state.pt`` (optimizer, scheduler, RNG states, step and
 any extra state of the recipe). It is written to a temporary directory and renamed into
 place, then ``latest`` is replaced atomically, so a run killed at any moment resumes from the
-last complete checkpoint and loses at most the step in flight.
+last complete checkpoint and loses at most the step in flight; a manifest written last lets
+`agentopd.training.checkpoint` verify it (and fall back to an older one) on resume.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 from agentopd.core.rows import TrainRow
 from agentopd.inference.forward import logits_at, pack_groups, supports_packing
 from agentopd.training.batching import Batch, collate, micro_batches
+from agentopd.training.checkpoint import atomic_write, write_manifest
 
 
 @dataclass(frozen=True)
@@ -156,10 +158,11 @@ class Learner:
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
             "extra": extra or {},
         }, tmp / "trainer_state.pt")
+        write_manifest(tmp)  # last: a checkpoint without a matching manifest is not complete
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        _atomic_write(run_dir / "latest", final.name)
+        atomic_write(run_dir / "latest", final.name)
         ckpts = sorted(run_dir.glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
         for old in ckpts[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
@@ -177,17 +180,3 @@ class Learner:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.step_count = int(state["step"])
         return state.get("extra", {})
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    pointer = Path(run_dir) / "latest"
-    if not pointer.exists():
-        return None
-    path = Path(run_dir) / pointer.read_text().strip()
-    return path if (path / "trainer_state.pt").exists() else None
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -42,12 +43,13 @@ def eval_cmd(
     max_new_tokens: int = typer.Option(256, help="Per-turn token cap."),
     batch_size: int = typer.Option(32, help="Episodes rolled out together."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
+    sandbox: str = typer.Option("auto", help="auto, or strict: refuse to run model-written code without namespaces."),
 ) -> None:
     """Benchmark an agent on a released task split: success, per-turn success, tool errors."""
     from agentopd.recipes.eval import EvalConfig, run_eval
 
     cfg = EvalConfig(env=env, model=model, split=split, n=n, seed=seed, out=out, temperature=temperature,
-                     max_new_tokens=max_new_tokens, batch_size=batch_size, device=device)
+                     max_new_tokens=max_new_tokens, batch_size=batch_size, device=device, sandbox=sandbox)
     with _user_errors():
         run_eval(cfg, console)
 
@@ -138,6 +140,38 @@ def _train_command():
 
 
 app.command("train")(_train_command())
+
+
+@app.command("doctor")
+def doctor_cmd() -> None:
+    """What this machine gives agentopd: the sandbox mode and each guard, torch, dtype units, the model cache."""
+    import platform
+
+    import torch
+    import transformers
+    from rich.table import Table
+
+    from agentopd.inference.embedded import cache_dir
+    from agentopd.tools.python_sandbox import STRICT_MODES, sandbox_info, strict
+
+    info = sandbox_info()
+    table = Table(title=f"sandbox mode: {info.mode}" + (" (strict)" if strict() else ""))
+    table.add_column("guard")
+    table.add_column("held", justify="center")
+    for g in info.guards:
+        table.add_row(g, "[green]yes[/]")
+    for g in info.missing:
+        table.add_row(g, "[red]no[/]")
+    console.print(table)
+    for t in info.tried:
+        console.print(f"stronger mode not available: {t}")
+    if info.mode not in STRICT_MODES:
+        console.print("[yellow]--sandbox strict would refuse to run model-written code here[/]")
+    flags = open("/proc/cpuinfo").read() if Path("/proc/cpuinfo").exists() else ""
+    bf16 = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+    console.print(f"python {platform.python_version()}, torch {torch.__version__}, transformers "
+                  f"{transformers.__version__}, cuda: {torch.cuda.is_available()}, CPU bf16 units: "
+                  f"{', '.join(bf16) or 'none'}; model cache: {cache_dir()}")
 
 
 @app.command("report")

@@ -18,7 +18,7 @@ ALLOWED = {
     "training": {"core", "inference"},
     "metrics": {"core"},
     "recipes": {"core", "tools", "envs", "inference", "rollout", "teachers", "training", "metrics"},
-    "cli": {"core", "envs", "inference", "recipes", "metrics"},
+    "cli": {"core", "tools", "envs", "inference", "recipes", "metrics"},
 }
 
 

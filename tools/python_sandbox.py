@@ -23,11 +23,14 @@ Guards (every mode): a wall-clock limit (the whole process group is SIGKILLed), 
 (RLIMIT_CPU), address space (RLIMIT_AS), file size (RLIMIT_FSIZE), open files (RLIMIT_NOFILE),
 core dumps off; an environment built from scratch (the parent's variables, API keys included,
 are not passed); a fresh working directory, deleted afterwards; stdout/stderr truncated, and
-the run killed when it prints far too much.
+the run killed when it prints far too much; a seccomp filter under which ``socket(AF_UNIX)``
+and ``io_uring_setup`` fail (EPERM) and only the native syscall ABI is allowed, so no host
+socket reachable by path (D-Bus, X11, an SSH agent) can be connected to; ``socketpair`` works.
 Guards (``userns``, ``root-ns``): no network (a new, empty network namespace: even 127.0.0.1 is
 unreachable); every mount read-only (and nosuid) except the working directory and /dev/shm,
 which are private size-limited tmpfs mounts; /root and the invoking user's home hidden behind
-empty tmpfs mounts (the interpreter and site-packages are bound back read-only); a private
+empty tmpfs mounts, and so are /tmp, /var/tmp, /run and /home, where host sockets live (the
+interpreter and site-packages are bound back read-only); a private
 /proc in a pid namespace whose init is the code, so the host's processes are invisible and
 every process the code started (including ``setsid`` daemons) dies with it; a process limit
 (RLIMIT_NPROC, counted per sandbox in ``userns``); no privilege: no capabilities, no_new_privs
@@ -86,9 +89,8 @@ cfg = marshal.loads(sys.stdin.buffer.read())
 _n = os.open("/dev/null", os.O_RDONLY); os.dup2(_n, 0); os.close(_n)
 STATUS = cfg["status_fd"]
 resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-if cfg["namespaces"] or cfg["mode"] != "rlimits":  # ctypes costs ~7 ms: import only if needed
-    import ctypes
-    libc = ctypes.CDLL(None, use_errno=True)
+import ctypes  # for the seccomp filter every mode installs (and namespaces, privileges)
+libc = ctypes.CDLL(None, use_errno=True)
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4, 32, 4096, 16384
 MS_PRIVATE = 1 << 18
 FLAGS = {"nosuid": 2, "nodev": 4, "noexec": 8, "noatime": 1024, "nodiratime": 2048,
@@ -161,6 +163,26 @@ def drop_privileges():
         data = (ctypes.c_uint32 * 6)()
         ok(libc.capset(ctypes.byref(Hdr(0x20080522, 0)), data), "capset")
 
+SECCOMP_ARCH = {"x86_64": (0xC000003E, 41), "aarch64": (0xC00000B7, 198)}  # (AUDIT_ARCH, __NR_socket)
+
+def install_seccomp():
+    """socket(AF_UNIX, ...) and io_uring_setup fail with EPERM; other ABIs are refused: a host
+    socket reachable by path (D-Bus, X11) cannot be connected to from any mode."""
+    arch, nr_socket = SECCOMP_ARCH[os.uname().machine]
+    LD, JEQ, JGE, RET = 0x20, 0x15, 0x35, 0x06
+    ALLOW, DENY = 0x7FFF0000, 0x00050000 | 1
+    prog = [(LD, 0, 0, 4), (JEQ, 0, 7, arch), (LD, 0, 0, 0), (JGE, 5, 0, 0x40000000),
+            (JEQ, 4, 0, 425), (JEQ, 0, 2, nr_socket), (LD, 0, 0, 16), (JEQ, 1, 0, 1),
+            (RET, 0, 0, ALLOW), (RET, 0, 0, DENY)]
+    class Filter(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+    class Prog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(Filter))]
+    arr = (Filter * len(prog))(*[Filter(*f) for f in prog])
+    prctl(38, 1)  # PR_SET_NO_NEW_PRIVS (required to install a filter unprivileged)
+    ok(libc.prctl(ctypes.c_int(22), ctypes.c_ulong(2), ctypes.byref(Prog(len(prog), arr)),
+                  ctypes.c_ulong(0), ctypes.c_ulong(0)), "seccomp")
+
 def set_limits():
     L = cfg["limits"]
     R = resource
@@ -200,6 +222,7 @@ def setup_namespace():
         os.close(fd)
     owner = "uid=%d,gid=%d" % (cfg["uid"] or 0, cfg["gid"] or 0)
     mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "size=16m,mode=1777")
+    os.makedirs(wd, exist_ok=True)  # under a hidden directory it must be made again
     mount("tmpfs", wd, "tmpfs", MS_NOSUID | MS_NODEV,
           "size=%dk,mode=0700,%s" % (cfg["limits"]["disk_kb"], owner))
     if cfg["userns"]:
@@ -216,6 +239,7 @@ def start_code():
     set_limits()
     if cfg["mode"] != "rlimits":
         drop_privileges()
+    install_seccomp()
     if cfg["namespaces"]:
         prctl(1, signal.SIGKILL)  # re-arm: a credential change clears PDEATHSIG
     for name, text in cfg["files"].items():
@@ -373,7 +397,25 @@ class SandboxInfo:
     """Stronger modes that failed the probe, with the reason."""
 
 
-_COMMON = ("wall_time", "cpu_time", "memory", "file_size", "clean_env", "fresh_workdir", "output_cap")
+STRICT_ENV = "AGENTOPD_SANDBOX_STRICT"
+STRICT_MODES = ("userns", "root-ns")
+
+
+def strict() -> bool:
+    """Whether tool code may run only under namespaces (``--sandbox strict`` or the env var)."""
+    return os.environ.get(STRICT_ENV, "") not in ("", "0", "false", "no")
+
+
+def describe(info: SandboxInfo) -> str:
+    """What the model is told about the sandbox it writes code for, true to the active mode."""
+    if "network" in info.guards:
+        return "no network; files may be written only in the current directory."
+    return (f"files should be written only in the current directory (this machine's sandbox, mode "
+            f"{info.mode!r}, does not isolate the network or host files).")
+
+
+_COMMON = ("wall_time", "cpu_time", "memory", "file_size", "clean_env", "fresh_workdir", "output_cap",
+           "no_unix_sockets")
 _ALL_EXTRA = ("network", "pid_namespace", "readonly_fs", "hidden_home", "unprivileged", "nproc")
 _GUARDS = {
     "userns": _ALL_EXTRA,
@@ -417,7 +459,7 @@ def _probe(mode: str) -> str | None:
     outside = tempfile.mkdtemp(prefix="agentopd-probe-")
     try:
         os.chmod(outside, 0o1777)
-        res = run_python(_PROBE % outside, timeout_s=15, mode=mode)
+        res = run_python(_PROBE % outside, timeout_s=15, mode=mode, _probing=True)
         if not res.ok:
             return f"probe exited {res.exit_code}: {res.stderr.strip()[-300:]}"
         got = json.loads(res.stdout)
@@ -466,16 +508,21 @@ def _site_paths() -> list[str]:
     return [p for p in site.getsitepackages() if os.path.isdir(p)]
 
 
+SOCKET_DIRS = ("/tmp", "/var/tmp", "/run", "/var/run", "/home")
+"""Hidden behind empty tmpfs mounts: where host AF_UNIX sockets live (D-Bus, X11, the user's
+agents), which a network namespace does not cover."""
+
+
 def _hidden_and_exposed(workdir: str, site_paths: list[str]) -> tuple[list[str], list[str]]:
-    homes = {"/root", os.environ.get("HOME", "/")}
+    homes = {"/root", os.environ.get("HOME", "/"), *SOCKET_DIRS}
     try:
         homes.add(pwd.getpwuid(os.getuid()).pw_dir)
     except KeyError:  # no passwd entry (containers)
         pass
-    hide = sorted(
-        h for h in {os.path.realpath(h) for h in homes}
-        if h != "/" and os.path.isdir(h) and not (workdir + "/").startswith(h.rstrip("/") + "/")
-    )
+    # The working directory is a fresh tmpfs mounted after these, so it may lie under one.
+    real = {os.path.realpath(h) for h in homes}
+    hide = sorted(h for h in real if h != "/" and os.path.isdir(h)
+                  and not any(h != o and (h + "/").startswith(o + "/") for o in real if o != "/"))
     want = [os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)]
     want += [os.path.dirname(os.path.realpath(sys.executable))] + site_paths
     under = sorted({p for p in want if any((p + "/").startswith(h + "/") for h in hide)})
@@ -513,6 +560,7 @@ def run_python(
     files: Mapping[str, str] | None = None,
     site_packages: bool = True,
     mode: str | None = None,
+    _probing: bool = False,
 ) -> SandboxResult:
     """Run `code` as a Python program in a fresh sandbox and return what it did.
 
@@ -534,6 +582,9 @@ def run_python(
         mode = sandbox_info().mode
     elif mode not in MODES:
         raise ValueError(f"unknown sandbox mode {mode!r}; expected one of {MODES}")
+    if strict() and not _probing and mode not in STRICT_MODES:
+        raise SandboxError(f"strict sandboxing ({STRICT_ENV}=1) refuses mode {mode!r}: only "
+                           f"{' or '.join(STRICT_MODES)} (namespaces) may run model-written code")
     for name in files or {}:
         if not name or "/" in name or name.startswith("."):
             raise ValueError(f"sandbox file names must be plain names, got {name!r}")
@@ -789,7 +840,7 @@ def make_python_tool(
         """Run a Python 3 program in a fresh sandbox and return what it prints.
 
         Args:
-            code: A complete Python program. Print the results you need; the value of a final bare expression is printed too. Each call starts from scratch: no variables, imports or files persist between calls. Standard library only; no network; files may be written only in the current directory.
+            code: A complete Python program. Print the results you need; the value of a final bare expression is printed too. Each call starts from scratch: no variables, imports or files persist between calls. Standard library only; SANDBOX
         """
         res = run_python(code, timeout_s=timeout_s, memory_mb=memory_mb, files=files, **limits)
         if res.killed_reason in ("wall_time", "cpu_time"):
@@ -801,4 +852,6 @@ def make_python_tool(
             raise ToolFailure(f"the code failed ({why}):\n{format_result(res)}")
         return format_result(res)
 
+    # The schema the model reads says what this machine's mode guards, not what the best one would.
+    python.__doc__ = (python.__doc__ or "").replace("SANDBOX", describe(sandbox_info()))
     return python

@@ -143,6 +143,7 @@ def preflight(cfg: TrainConfig) -> None:
             check_model_name(parse_spec(cfg.teacher).name)
     except ValueError as e:
         raise UserError(str(e)) from None
+    require_sandbox(cfg.sandbox)
     out = Path(cfg.out).resolve()
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {cfg.out} is a file: choose a directory")
@@ -153,6 +154,19 @@ def preflight(cfg: TrainConfig) -> None:
         raise UserError(f"--out {cfg.out}: {base} is not writable; choose a directory you can write")
     if has_checkpoints(out) and not cfg.resume:
         raise SystemExit(f"{cfg.out} already holds checkpoints; pass --resume to continue or choose a new --out")
+
+
+def require_sandbox(level: str) -> None:
+    """``strict``: model-written code runs only under namespaces, or the run does not start."""
+    if level != "strict":
+        return
+    from agentopd.tools.python_sandbox import STRICT_ENV, STRICT_MODES, sandbox_info
+
+    info = sandbox_info()  # probed first: the probe itself may run in a weaker mode
+    os.environ[STRICT_ENV] = "1"  # run_python refuses weaker modes from here on, too
+    if info.mode not in STRICT_MODES:
+        raise UserError(f"--sandbox strict: this machine's strongest sandbox is {info.mode!r} (missing: "
+                        f"{', '.join(info.missing)}); allow user namespaces, or run as root, or use --sandbox auto")
 
 
 def _load(what: str, fn, *args, **kw):

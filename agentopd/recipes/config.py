@@ -99,6 +99,9 @@ class TrainConfig:
     """Student device: cpu | cuda."""
     teacher_device: str = ""
     """Teacher device (default: the student's)."""
+    sandbox: str = "auto"
+    """Tool-code sandbox: auto (the strongest this machine allows; `agentopd doctor` says which)
+    or strict (refuse to run model-written code without namespaces)."""
 
     def resolved_loss(self) -> str:
         if self.loss != "auto":
@@ -171,6 +174,7 @@ class TrainConfig:
             (self.eval_n >= 1, "eval_n must be >= 1"),
             (self.ckpt_every >= 1, "ckpt_every must be >= 1"),
             (self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1"),
+            (self.sandbox in ("auto", "strict"), f"sandbox {self.sandbox!r}: use auto or strict"),
             (_device_ok(self.device), f"device {self.device!r}: use cpu, cuda or cuda:<index>"),
             (not self.teacher_device or _device_ok(self.teacher_device),
              f"teacher_device {self.teacher_device!r}: use cpu, cuda or cuda:<index>"),

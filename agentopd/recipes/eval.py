@@ -39,6 +39,8 @@ class EvalConfig:
     max_context_tokens: int = 4096
     batch_size: int = 32
     device: str = "cpu"
+    sandbox: str = "auto"
+    """auto | strict (refuse to run model-written code without namespaces)."""
     tokenizer: str = "hf:smollm2-135m"
     """For ``oracle``: the student whose tokens the expert's turns are rendered in (episodes.jsonl)."""
 
@@ -47,6 +49,7 @@ class EvalConfig:
         """One-line errors before any model loads (``--n 0`` once exited 0 having done nothing)."""
         for ok, msg in (
             (self.split in ("train", "test"), f"split {self.split!r}: use train or test"),
+            (self.sandbox in ("auto", "strict"), f"sandbox {self.sandbox!r}: use auto or strict"),
             (self.n is None or self.n >= 1, "n must be >= 1 (omit it for the whole split)"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.temperature >= 0, "temperature must be >= 0 (0 = greedy)"),
@@ -65,6 +68,9 @@ class EvalConfig:
 def run_eval(cfg: EvalConfig, console: Console | None = None) -> tuple[dict[str, float], list[Episode]]:
     console = console or Console()
     cfg.validate()
+    from agentopd.recipes.common import require_sandbox
+
+    require_sandbox(cfg.sandbox)
     out = Path(cfg.out) if cfg.out else None
     if out is not None:  # before the rollouts: a bad path must not waste the evaluation
         if out.exists() and not out.is_dir():

@@ -30,7 +30,8 @@ Guards (``userns``, ``root-ns``): no network (a new, empty network namespace: ev
 unreachable); every mount read-only (and nosuid) except the working directory and /dev/shm,
 which are private size-limited tmpfs mounts; /root and the invoking user's home hidden behind
 empty tmpfs mounts, and so are /tmp, /var/tmp, /run and /home, where host sockets live (the
-interpreter and site-packages are bound back read-only); a private
+interpreter and site-packages are bound back read-only); the working directory and HOME are
+``/tmp/work`` whatever the host's temporary path; a private
 /proc in a pid namespace whose init is the code, so the host's processes are invisible and
 every process the code started (including ``setsid`` daemons) dies with it; a process limit
 (RLIMIT_NPROC, counted per sandbox in ``userns``); no privilege: no capabilities, no_new_privs
@@ -39,7 +40,7 @@ Guards (``setuid``): host files are accessed as nobody (no writes to files it do
 but world-writable directories such as /tmp *are* writable); RLIMIT_NPROC (shared).
 Processes left behind are killed by process group and by an environment marker.
 
-Does not guard: reading world-readable files (and, for a non-root user, that user's files
+Does not guard: host mount points listed in /proc/self/mountinfo; reading world-readable files (and, for a non-root user, that user's files
 outside the hidden home directory); CPU and memory bandwidth (the code shares the machine);
 kernel exploits; in ``setuid`` / ``rlimits``: the network, writes to writable host paths, and
 processes that both leave the process group and scrub their environment; in ``rlimits`` for a
@@ -508,6 +509,9 @@ def _site_paths() -> list[str]:
     return [p for p in site.getsitepackages() if os.path.isdir(p)]
 
 
+INNER_WORKDIR = "/tmp/work"
+"""The code's working directory (and HOME) under namespaces."""
+
 SOCKET_DIRS = ("/tmp", "/var/tmp", "/run", "/var/run", "/home")
 """Hidden behind empty tmpfs mounts: where host AF_UNIX sockets live (D-Bus, X11, the user's
 agents), which a network namespace does not cover."""
@@ -596,6 +600,9 @@ def run_python(
     token = uuid.uuid4().hex
     site_paths = _site_paths() if site_packages else []
     hide, expose = _hidden_and_exposed(workdir, site_paths) if namespaces else ([], [])
+    # Under namespaces the code's working directory is a fresh tmpfs at a fixed path inside the
+    # hidden /tmp, so neither its path nor HOME tells the code anything about the host.
+    inner = INNER_WORKDIR if namespaces and "/tmp" in hide else workdir
     if mode == "setuid":
         os.chown(workdir, SANDBOX_UID, SANDBOX_UID)
     if mode == "userns":
@@ -615,7 +622,7 @@ def run_python(
         "gid": drop,
         "id_maps": id_maps,
         "status_fd": status_w,
-        "workdir": workdir,
+        "workdir": inner,
         "hide": hide,
         "expose": expose,
         "site_paths": site_paths,
@@ -637,7 +644,7 @@ def run_python(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd="/",
-            env=_minimal_env(workdir, token),
+            env=_minimal_env(inner, token),
             start_new_session=True,
             pass_fds=(status_w,),
         )

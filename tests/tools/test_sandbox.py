@@ -186,6 +186,13 @@ def test_socket_directories_are_hidden():
         marker.unlink()
 
 
+def test_working_directory_and_home_reveal_no_host_path():
+    if "readonly_fs" not in sandbox_info().guards:
+        pytest.skip(f"mode {sandbox_info().mode} has no mount namespace")
+    res = run_python("import os\nprint(os.getcwd(), os.environ['HOME'], os.environ['TMPDIR'])")
+    assert res.stdout.split() == ["/tmp/work"] * 3
+
+
 def test_parent_environment_is_not_visible(monkeypatch):
     secret = "sk-" + uuid.uuid4().hex
     monkeypatch.setenv("AGENTOPD_TEST_API_KEY", secret)

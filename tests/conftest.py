@@ -26,3 +26,14 @@ def tiny_policy(tiny_model, tokenizer):
     from agentopd.inference.hf import HFPolicy
 
     return HFPolicy(tiny_model, tokenizer, max_batch=8)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory, tokenizer):
+    """A tiny random model saved with the real tokenizer: an `hf:<dir>` student for recipe runs."""
+    from helpers_models import tiny_model_from
+
+    d = tmp_path_factory.mktemp("tiny")
+    tiny_model_from(tokenizer, seed=0).save_pretrained(d)
+    tokenizer.save_pretrained(d)
+    return d

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from agentopd.core.text import encodable
 from agentopd.core.types import ToolCall, ToolResult
 
 TOOL_CALL_RE = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.DOTALL)
@@ -191,16 +192,6 @@ def _json_depth(text: str) -> int:
     return best
 
 
-def clean_text(text: str) -> str:
-    """`text` with every code point UTF-8 cannot encode (a lone surrogate, e.g. from a path
-    "/\\udcff") replaced by "?": such text made the tokenizer raise and ended the training run."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "replace").decode("utf-8")
-
-
 def format_tool_call(name: str, arguments: dict[str, Any]) -> str:
     """The canonical text of one tool call (what oracles write)."""
     return "<tool_call>" + json.dumps({"name": name, "arguments": arguments}) + "</tool_call>"
@@ -260,7 +251,7 @@ class ToolSet:
     def run(self, call: ToolCall) -> ToolResult:
         """Execute one call. Never raises; the result's text is always encodable."""
         r = self._run(call)
-        return ToolResult(clean_text(r.name), clean_text(r.content), r.error)
+        return ToolResult(encodable(r.name), encodable(r.content), r.error)
 
     def _run(self, call: ToolCall) -> ToolResult:
         name = call.name or "?"

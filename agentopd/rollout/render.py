@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from agentopd.core.text import encodable
 from agentopd.core.types import Message
 
 
@@ -72,7 +73,7 @@ class Conversation:
         """Append messages (system/user/tool) and the generation prompt; template tokens only.
         Text UTF-8 cannot encode (a lone surrogate in a tool result) becomes "?" first: the
         tokenizer would raise, and one bad observation must never end a run."""
-        self.messages.extend({**m, "content": _encodable(m["content"])} for m in messages)
+        self.messages.extend({**m, "content": encodable(m["content"])} for m in messages)
         new_text = self.renderer.text(self.messages, add_generation_prompt=True)
         if not new_text.startswith(self._text):
             raise RenderError("chat template re-rendered earlier turns differently (not prefix-preserving)")
@@ -101,11 +102,3 @@ class Conversation:
         self._append(self.renderer.encode(glue), student=False)
         self._text = closed
         return start, end, content
-
-
-def _encodable(text: str) -> str:
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "replace").decode("utf-8")

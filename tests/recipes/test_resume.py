@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers_models import tiny_model_from
 from transformers import AutoModelForCausalLM
 
 from agentopd.core.config import UserError
@@ -18,14 +17,6 @@ from agentopd.recipes import train as run_train
 
 HERE = Path(__file__).resolve().parents[1]
 STEPS = 3
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tokenizer):
-    d = tmp_path_factory.mktemp("tiny")
-    tiny_model_from(tokenizer, seed=0).save_pretrained(d)
-    tokenizer.save_pretrained(d)
-    return d
 
 
 def _args(tiny_dir, out):

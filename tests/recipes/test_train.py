@@ -10,21 +10,12 @@ import time
 
 import pytest
 import torch
-from helpers_models import tiny_model_from
 from transformers import AutoModelForCausalLM
 
 from agentopd.core.config import load_config
 from agentopd.recipes import TrainConfig
 from agentopd.recipes import train as main
 from agentopd.recipes.common import train_env_factory
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tokenizer):
-    d = tmp_path_factory.mktemp("tiny")
-    tiny_model_from(tokenizer, seed=0).save_pretrained(d)
-    tokenizer.save_pretrained(d)
-    return d
 
 
 def _cfg(tiny_dir, out, **kw):

@@ -69,10 +69,54 @@ class ScriptedPolicy:
         self.end = end
         self.calls = 0
 
-    def sample(self, prompts, params: SamplingParams) -> list[Sample]:
+    def sample(self, prompts, params: SamplingParams, keys=None) -> list[Sample]:
         text = self.texts[min(self.calls, len(self.texts) - 1)]
         self.calls += 1
         ids = self.tokenizer.encode(text, add_special_tokens=False)[: params.max_new_tokens]
         if self.end and len(ids) < params.max_new_tokens:
             ids = [*ids, self.tokenizer.eos_token_id]
         return [Sample(tuple(ids), tuple([-0.5] * len(ids)), "stop" if self.end else "length") for _ in prompts]
+
+
+class ScriptedStream:
+    """Test double at the model boundary for continuous batching: a `Generation`-like stream whose
+    reply to a turn is ``texts[turn]`` (the turn is the low bits of the runner's sampler key)."""
+
+    def __init__(self, tokenizer, texts: Sequence[str]):
+        self.tokenizer = tokenizer
+        self.texts = list(texts)
+
+    def sample(self, prompts, params: SamplingParams, keys=None) -> list[Sample]:
+        return [self._reply(k, params) for k in keys]
+
+    def _reply(self, key: int, params: SamplingParams) -> Sample:
+        text = self.texts[min(key & 0xFFFFF, len(self.texts) - 1)]
+        ids = [*self.tokenizer.encode(text, add_special_tokens=False)[: params.max_new_tokens - 1],
+               self.tokenizer.eos_token_id]
+        return Sample(tuple(ids), tuple([-0.5] * len(ids)), "stop")
+
+    def open(self, params: SamplingParams):
+        stream = self
+
+        class _Gen:
+            def __init__(self):
+                self.pending: list[int] = []
+
+            def submit(self, prompt, key):
+                self.pending.append(key)
+
+            @property
+            def busy(self):
+                return bool(self.pending)
+
+            def step(self):
+                out, self.pending = [(k, stream._reply(k, params)) for k in self.pending], []
+                return out
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                pass
+
+        return _Gen()

@@ -1,40 +1,59 @@
 """`HFPolicy`: a transformers causal LM as a batched token policy (CPU or CUDA).
 
-`HFPolicy` runs a transformers causal LM with its own batched sampling
-loop over a KV cache: rows that hit a stop token drop out of the batch; the keys and values of
-each finished row and of a prompt prefix shared by the batch are kept (`PrefixCache`), so the
-next turn of a multi-turn episode prefills only its new tokens; and the recorded
-logprob of each sampled token is exact under the distribution it was drawn from (after
-temperature / top-k / top-p), which is what importance ratios need.
+Two forwards run the same weights: the decode engine (`agentopd.inference.engine`, Llama-family
+models: slots of KV cache, rows joining and leaving at any step) and transformers' own forward
+for any other causal LM. Either way the keys and values of each finished row and of a prompt
+prefix shared by the batch are kept (`PrefixCache`), so the next turn of a multi-turn episode
+prefills only its new tokens, and the recorded logprob of each sampled token is exact under the
+distribution it was drawn from (after temperature / top-k / top-p), which is what importance
+ratios need. Draws are a function of (seed, row key, token step) only (`uniforms`), so a row
+samples the same tokens whatever batch it shares, and `reference_samples` (one row, no cache,
+transformers' forward) is the ground truth the fast paths are tested against.
+
+`HFPolicy.open` gives a `Generation`: a continuous batch that takes new prompts while others
+decode (the rollout runner submits an episode's next turn as soon as its env has stepped).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 
-from agentopd.inference.sampling import Sample, SamplingParams, sample_tokens
+from agentopd.inference.engine import DecodeEngine, _version, unsupported
+from agentopd.inference.sampling import Sample, SamplingParams, sample_tokens, uniforms
 
 
 class HFPolicy:
-    """A transformers causal LM as a batched sampler (CPU or CUDA)."""
+    """A transformers causal LM as a batched sampler (CPU or CUDA).
+
+    `dtype` is the compute dtype (None: the weights'); `engine` is ``auto`` (the decode engine
+    when the model is supported), ``engine`` (required) or ``hf`` (transformers' forward)."""
 
     def __init__(self, model, tokenizer, max_batch: int = 32, stop_token_ids: Sequence[int] | None = None,
-                 autocast_dtype: torch.dtype | None = None, prefix_cache: bool = True,
-                 prefix_cache_bytes: int = 2 << 30):
+                 dtype: torch.dtype | None = None, prefix_cache: bool = True,
+                 prefix_cache_bytes: int = 2 << 30, engine: str = "auto"):
+        if engine not in ("auto", "engine", "hf"):
+            raise ValueError(f"engine {engine!r}: use auto, engine or hf")
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch = max_batch
         stops = set(stop_token_ids or [])
         stops.add(tokenizer.eos_token_id)
         self.stop_token_ids = sorted(s for s in stops if s is not None)
-        self.autocast_dtype = autocast_dtype
+        self.dtype = dtype
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.prefix_cache = PrefixCache(prefix_cache_bytes) if prefix_cache else None
+        why = unsupported(model)
+        if engine == "engine" and why is not None:
+            raise ValueError(f"engine=engine but the decode engine cannot run this model: {why}")
+        self.engine_name = "hf" if engine == "hf" or why is not None else "engine"
+        self._engine: DecodeEngine | None = None
+        self._kv_version = -1
 
     def invalidate(self) -> None:
-        """Forget cached keys/values: call after the weights change (every optimizer step)."""
+        """Forget cached keys/values (they are also dropped automatically when the weights move)."""
         if self.prefix_cache is not None:
             self.prefix_cache.clear()
 
@@ -44,120 +63,287 @@ class HFPolicy:
 
     @classmethod
     def from_spec(cls, name: str, device: str = "cpu", dtype: str = "auto", max_batch: int = 32) -> HFPolicy:
+        from agentopd.inference.dtypes import resolve_dtype
         from agentopd.inference.models import load_causal_lm, load_tokenizer
 
         tok = load_tokenizer(name)
-        model = load_causal_lm(name, device=device, dtype=dtype).eval()
+        compute = resolve_dtype(dtype, device)
+        model = load_causal_lm(name, device=device, dtype="bfloat16" if compute == torch.bfloat16 else "float32").eval()
         return cls(model, tok, max_batch=max_batch)
 
-    def sample(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Sample]:
-        out: list[Sample | None] = [None] * len(prompts)
-        # Similar lengths together keeps left padding small.
+    def open(self, params: SamplingParams) -> Generation:
+        """A continuous batch sampling with `params` (close it, or use it as a context manager)."""
+        v = _version(self.model)
+        if v != self._kv_version:  # stored keys/values belong to older weights
+            self.invalidate()
+            self._kv_version = v
+        if self.engine_name == "hf":
+            return _HFGeneration(self, params)
+        if self._engine is None:
+            self._engine = DecodeEngine(self.model, self.dtype)
+        self._engine.sync()
+        return _EngineGeneration(self, params, self._engine)
+
+    def sample(self, prompts: Sequence[Sequence[int]], params: SamplingParams,
+               keys: Sequence[int] | None = None) -> list[Sample]:
+        """Sample one continuation per prompt; `keys` (default 0..n-1) seed each row's draws."""
+        keys = list(range(len(prompts))) if keys is None else list(keys)
+        if len(set(keys)) != len(keys):
+            raise ValueError("sample keys must be distinct")
+        out: dict[int, Sample] = {}
+        # Similar lengths together keeps the hf path's left padding small.
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-        gen = torch.Generator(device="cpu").manual_seed(params.seed)
-        for c in range(0, len(order), self.max_batch):
-            chunk = order[c : c + self.max_batch]
-            for i, s in zip(chunk, self._sample_batch([prompts[i] for i in chunk], params, gen)):
-                out[i] = s
-        return out  # type: ignore[return-value]
+        with self.open(params) as gen:
+            for i in order:
+                gen.submit(prompts[i], keys[i])
+            while gen.busy:
+                out.update(gen.step())
+        return [out[k] for k in keys]
 
-    @torch.no_grad()
-    def _prefill_layout(self, prompts: Sequence[Sequence[int]]):
-        """Batch layout ``[pad | cached prefix_i | pad | new suffix_i]`` per row, reusing stored KV.
 
-        Returns (cache, suffix ids (B, S), attention mask (B, C+S), suffix position ids (B, S)).
-        Padding holes sit in the attention mask; position ids count real tokens only, so every row
-        sees exactly the positions and keys a plain left-padded prefill would give it.
-        """
-        dev = self.device
-        store = self.prefix_cache
-        hits = [store.lookup(p) if store else (0, None) for p in prompts]
-        if store is not None and len(prompts) > 1:  # a prefix shared by the batch is computed once
-            shared = _common_prefix_len(prompts)
-            shared = min(shared, min(len(p) for p in prompts) - 1)
-            if shared >= 16 and any(n < shared for n, _ in hits):
-                self._store_prefix(tuple(prompts[0][:shared]))
-                hits = [store.lookup(p) for p in prompts]
-        B = len(prompts)
-        C = max(n for n, _ in hits)
-        S = max(len(p) - n for p, (n, _) in zip(prompts, hits))
-        ids = torch.full((B, S), self.pad_id, dtype=torch.long)
-        attn = torch.zeros((B, C + S), dtype=torch.long)
-        for i, (p, (n, _)) in enumerate(zip(prompts, hits)):
-            suffix = list(p[n:])
-            ids[i, S - len(suffix):] = torch.tensor(suffix, dtype=torch.long)
-            attn[i, C - n : C] = 1
-            attn[i, C + S - len(suffix):] = 1
-        cache = make_cache(self.model)
-        if C > 0:
-            first = next(kv for _, kv in hits if kv is not None)
-            for layer in range(len(first)):
-                ref = first[layer][0][0]  # (H, n, D)
-                k = ref.new_zeros((B, ref.shape[0], C, ref.shape[2]))
-                v = torch.zeros_like(k)
-                for i, (n, kv) in enumerate(hits):
-                    if n and kv is not None:
-                        k[i, :, C - n :] = kv[layer][0][0]
-                        v[i, :, C - n :] = kv[layer][1][0]
-                cache.update(k, v, layer)
-        attn = attn.to(dev)
-        pos = (attn.cumsum(-1) - 1).clamp(min=0)[:, C:]
-        return cache, ids.to(dev), attn, pos
+@dataclass
+class _Row:
+    key: int
+    prompt: tuple[int, ...]
+    toks: list[int] = field(default_factory=list)
+    lps: list[float] = field(default_factory=list)
 
-    @torch.no_grad()
-    def _store_prefix(self, key: tuple[int, ...]) -> None:
-        """Prefill `key` alone and keep its KV in the prefix cache."""
-        assert self.prefix_cache is not None
-        cache = make_cache(self.model)
-        x = torch.tensor([list(key)], device=self.device)
-        self.model(input_ids=x, past_key_values=cache, use_cache=True, logits_to_keep=1)
-        self.prefix_cache.store(key, _row_kv(cache, 0, None))
 
-    @torch.no_grad()
-    def _sample_batch(self, prompts: Sequence[Sequence[int]], params: SamplingParams,
-                      gen: torch.Generator) -> list[Sample]:
-        dev = self.device
-        B = len(prompts)
-        cache, step_ids, attn, pos = self._prefill_layout(prompts)
-        stops = torch.tensor(self.stop_token_ids, device=dev)
-        rows = torch.arange(B, device=dev)  # original row of each live batch entry
-        toks: list[list[int]] = [[] for _ in range(B)]
-        lps: list[list[float]] = [[] for _ in range(B)]
-        finish = ["length"] * B
+class Generation:
+    """An open batch: `submit` prompts at any time; `step` advances every live row by one token
+    (admitting waiting prompts first) and returns the rows that finished, as (key, Sample)."""
+
+    def __init__(self, policy: HFPolicy, params: SamplingParams):
+        self.policy = policy
+        self.params = params
+        self.stops = set(policy.stop_token_ids)
+        self.pending: list[tuple[int, tuple[int, ...]]] = []
+        self.rows: list[_Row] = []
+
+    def submit(self, prompt: Sequence[int], key: int) -> None:
+        if not prompt:
+            raise ValueError("cannot sample from an empty prompt")
+        self.pending.append((key, tuple(prompt)))
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.pending or self.rows)
+
+    @property
+    def live(self) -> int:
+        return len(self.rows)
+
+    def step(self) -> list[tuple[int, Sample]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.rows, self.pending = [], []
+
+    def __enter__(self) -> Generation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _draw(self, logits: torch.Tensor, rows: Sequence[_Row]) -> list[bool | str]:
+        """Sample the next token of each row; returns each row's finish reason or False."""
+        u = uniforms(self.params.seed, [r.key for r in rows], [len(r.toks) for r in rows])
+        tok, lp = sample_tokens(logits, self.params, u)
+        out: list[bool | str] = []
+        for r, t, v in zip(rows, tok.tolist(), lp.tolist()):
+            r.toks.append(t)
+            r.lps.append(v)
+            out.append("stop" if t in self.stops else "length" if len(r.toks) >= self.params.max_new_tokens else False)
+        return out
+
+
+class _EngineGeneration(Generation):
+    def __init__(self, policy: HFPolicy, params: SamplingParams, engine: DecodeEngine):
+        super().__init__(policy, params)
+        self.engine = engine
+
+    def step(self) -> list[tuple[int, Sample]]:
+        eng, store = self.engine, self.policy.prefix_cache
+        logits = []
+        if self.rows:
+            logits.append(eng.decode([r.toks[-1] for r in self.rows]))
+        room = self.policy.max_batch - len(self.rows)
+        admit, self.pending = self.pending[:room], self.pending[room:]
+        if admit:
+            if store is not None and len(admit) > 1:
+                self._share_prefix([p for _, p in admit])
+            hits = [store.lookup(p) if store is not None else (0, None) for _, p in admit]
+            eng.reserve(eng.n_live + len(admit), max(len(p) for _, p in admit) + self.params.max_new_tokens)
+            logits.append(eng.prefill([(p, n, kv) for (_, p), (n, kv) in zip(admit, hits)]))
+            self.rows += [_Row(k, p) for k, p in admit]
+        if not self.rows:
+            return []
+        reasons = self._draw(torch.cat(logits) if len(logits) > 1 else logits[0], self.rows)
+        done = [i for i, why in enumerate(reasons) if why]
+        finished = []
+        for i in done:
+            r = self.rows[i]
+            if store is not None:  # keep this row's keys/values for the episode's next turn
+                store.store(r.prompt + tuple(r.toks[:-1]), eng.row_kv(i))
+            finished.append((r.key, Sample(tuple(r.toks), tuple(r.lps), str(reasons[i]))))
+        if done:
+            self.rows = [self.rows[i] for i in eng.remove(done)]
+        return finished
+
+    def _share_prefix(self, prompts: Sequence[tuple[int, ...]]) -> None:
+        """Prefill a prefix shared by the batch once, into the prefix cache."""
+        store = self.policy.prefix_cache
+        assert store is not None
+        shared = min(_common_prefix_len(prompts), min(len(p) for p in prompts) - 1)
+        if shared < 16 or all(store.lookup(p)[0] >= shared for p in prompts):
+            return
+        key = prompts[0][:shared]
+        n, kv = store.lookup(key)
+        self.engine.prefill([(key, n, kv)])
+        i = self.engine.n_live - 1
+        store.store(key, self.engine.row_kv(i))
+        self.engine.remove([i])
+
+    def close(self) -> None:
+        super().close()
+        self.engine.release()
+
+
+class _HFGeneration(Generation):
+    """transformers' forward: the waiting prompts run as one batch to the end (no joining)."""
+
+    def step(self) -> list[tuple[int, Sample]]:
+        batch, self.pending = self.pending[: self.policy.max_batch], self.pending[self.policy.max_batch :]
+        if not batch:
+            return []
+        return [(k, s) for (k, _), s in zip(batch, _hf_batch(self.policy, [p for _, p in batch],
+                                                                [k for k, _ in batch], self.params))]
+
+
+@torch.no_grad()
+def _prefill_layout(policy: HFPolicy, prompts: Sequence[Sequence[int]]):
+    """Batch layout ``[pad | cached prefix_i | pad | new suffix_i]`` per row, reusing stored KV.
+
+    Returns (cache, suffix ids (B, S), attention mask (B, C+S), suffix position ids (B, S)).
+    Padding holes sit in the attention mask; position ids count real tokens only, so every row
+    sees exactly the positions and keys a plain left-padded prefill would give it.
+    """
+    dev = policy.device
+    store = policy.prefix_cache
+    hits = [store.lookup(p) if store else (0, None) for p in prompts]
+    if store is not None and len(prompts) > 1:  # a prefix shared by the batch is computed once
+        shared = _common_prefix_len(prompts)
+        shared = min(shared, min(len(p) for p in prompts) - 1)
+        if shared >= 16 and any(n < shared for n, _ in hits):
+            _store_prefix(policy, tuple(prompts[0][:shared]))
+            hits = [store.lookup(p) for p in prompts]
+    B = len(prompts)
+    C = max(n for n, _ in hits)
+    S = max(len(p) - n for p, (n, _) in zip(prompts, hits))
+    ids = torch.full((B, S), policy.pad_id, dtype=torch.long)
+    attn = torch.zeros((B, C + S), dtype=torch.long)
+    for i, (p, (n, _)) in enumerate(zip(prompts, hits)):
+        suffix = list(p[n:])
+        ids[i, S - len(suffix):] = torch.tensor(suffix, dtype=torch.long)
+        attn[i, C - n : C] = 1
+        attn[i, C + S - len(suffix):] = 1
+    cache = make_cache(policy.model)
+    if C > 0:
+        first = next(kv for _, kv in hits if kv is not None)
+        for layer in range(len(first)):
+            ref = first[layer][0][0]  # (H, n, D)
+            k = ref.new_zeros((B, ref.shape[0], C, ref.shape[2]))
+            v = torch.zeros_like(k)
+            for i, (n, kv) in enumerate(hits):
+                if n and kv is not None:
+                    k[i, :, C - n :] = kv[layer][0][0]
+                    v[i, :, C - n :] = kv[layer][1][0]
+            cache.update(k, v, layer)
+    attn = attn.to(dev)
+    pos = (attn.cumsum(-1) - 1).clamp(min=0)[:, C:]
+    return cache, ids.to(dev), attn, pos
+
+
+@torch.no_grad()
+def _store_prefix(policy: HFPolicy, key: tuple[int, ...]) -> None:
+    """Prefill `key` alone and keep its KV in the prefix cache."""
+    assert policy.prefix_cache is not None
+    cache = make_cache(policy.model)
+    x = torch.tensor([list(key)], device=policy.device)
+    with _autocast(policy):
+        policy.model(input_ids=x, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    policy.prefix_cache.store(key, _row_kv(cache, 0, None))
+
+
+def _autocast(policy: HFPolicy):
+    dev = policy.device
+    on = policy.dtype is not None and policy.dtype != next(policy.model.parameters()).dtype
+    return torch.autocast(dev.type, dtype=policy.dtype, enabled=on)
+
+
+@torch.no_grad()
+def _hf_batch(policy: HFPolicy, prompts: Sequence[Sequence[int]], keys: Sequence[int],
+              params: SamplingParams) -> list[Sample]:
+    """Lock-step batched sampling with transformers' forward; finished rows drop out."""
+    dev = policy.device
+    B = len(prompts)
+    cache, step_ids, attn, pos = _prefill_layout(policy, prompts)
+    stops = torch.tensor(policy.stop_token_ids, device=dev)
+    rows = torch.arange(B, device=dev)  # original row of each live batch entry
+    toks: list[list[int]] = [[] for _ in range(B)]
+    lps: list[list[float]] = [[] for _ in range(B)]
+    finish = ["length"] * B
+    for step in range(params.max_new_tokens):
+        with _autocast(policy):
+            logits = policy.model(input_ids=step_ids, attention_mask=attn, position_ids=pos,
+                                  past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
+        rows_l = rows.tolist()
+        tok, lp = sample_tokens(logits, params, uniforms(params.seed, [keys[r] for r in rows_l], [step] * len(rows_l)))
+        for r, t, v in zip(rows_l, tok.tolist(), lp.tolist()):
+            toks[r].append(t)
+            lps[r].append(v)
+        tok = tok.to(dev)
+        done = torch.isin(tok, stops)
+        done_store = torch.ones_like(done) if step == params.max_new_tokens - 1 else done
+        if policy.prefix_cache is not None:  # keep the KV of rows leaving the batch for their next turn
+            for i in done_store.nonzero().squeeze(-1).tolist():
+                r = rows_l[i]
+                policy.prefix_cache.store(tuple(prompts[r]) + tuple(toks[r][:-1]), _row_kv(cache, i, attn[i]))
+        for r in rows[done].tolist():
+            finish[r] = "stop"
+        if bool(done.all()):
+            break
+        if bool(done.any()):  # finished rows drop out of the batch
+            keep = (~done).nonzero().squeeze(-1)
+            cache.reorder_cache(keep)
+            rows, tok, attn, pos = rows[keep], tok[keep], attn[keep], pos[keep]
+        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=-1)
+        pos = pos[:, -1:] + 1
+        step_ids = tok[:, None]
+    return [Sample(tuple(toks[i]), tuple(lps[i]), finish[i]) for i in range(B)]
+
+
+@torch.no_grad()
+def reference_samples(model, prompts: Sequence[Sequence[int]], params: SamplingParams,
+                      keys: Sequence[int] | None = None, stop_token_ids: Sequence[int] = ()) -> list[Sample]:
+    """The ground truth for the fast paths: one row at a time, no cache, no padding, the whole
+    sequence through transformers' forward at every token, the same draws (`uniforms`)."""
+    keys = list(range(len(prompts))) if keys is None else list(keys)
+    dev = next(model.parameters()).device
+    stops = set(stop_token_ids)
+    out = []
+    for prompt, key in zip(prompts, keys):
+        ids, lps, why = list(prompt), [], "length"
         for step in range(params.max_new_tokens):
-            with torch.autocast(dev.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-                logits = self.model(input_ids=step_ids, attention_mask=attn, position_ids=pos,
-                                    past_key_values=cache, use_cache=True,
-                                    logits_to_keep=1).logits[:, -1, :]
-            tok, lp = sample_tokens(logits.to("cpu") if dev.type != "cpu" and gen.device.type == "cpu" else logits,
-                                    params, gen)
-            tok_l, lp_l, rows_l = tok.tolist(), lp.tolist(), rows.tolist()
-            for r, t, v in zip(rows_l, tok_l, lp_l):
-                toks[r].append(t)
-                lps[r].append(v)
-            tok = tok.to(dev)
-            done = torch.isin(tok, stops)
-            if step == params.max_new_tokens - 1:
-                done_store = torch.ones_like(done)
-            else:
-                done_store = done
-            if self.prefix_cache is not None:  # keep the KV of rows leaving the batch for their next turn
-                for i in done_store.nonzero().squeeze(-1).tolist():
-                    r = rows_l[i]
-                    key = tuple(prompts[r]) + tuple(toks[r][:-1])
-                    self.prefix_cache.store(key, _row_kv(cache, i, attn[i]))
-            for r in rows[done].tolist():
-                finish[r] = "stop"
-            if bool(done.all()):
+            logits = model(input_ids=torch.tensor([ids], device=dev), use_cache=False).logits[:, -1, :]
+            tok, lp = sample_tokens(logits, params, uniforms(params.seed, [key], [step]))
+            ids.append(int(tok.item()))
+            lps.append(float(lp.item()))
+            if ids[-1] in stops:
+                why = "stop"
                 break
-            if bool(done.any()):  # finished rows drop out of the batch
-                keep = (~done).nonzero().squeeze(-1)
-                cache.reorder_cache(keep)
-                rows, tok, attn, pos = rows[keep], tok[keep], attn[keep], pos[keep]
-            attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=-1)
-            pos = pos[:, -1:] + 1
-            step_ids = tok[:, None]
-        return [Sample(tuple(toks[i]), tuple(lps[i]), finish[i]) for i in range(B)]
+        out.append(Sample(tuple(ids[len(prompt):]), tuple(lps), why))
+    return out
 
 
 def make_cache(model):

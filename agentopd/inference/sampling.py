@@ -51,7 +51,11 @@ class TokenPolicy(Protocol):
 
     tokenizer: object
 
-    def sample(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Sample]: ...
+    def sample(self, prompts: Sequence[Sequence[int]], params: SamplingParams,
+               keys: Sequence[int] | None = None) -> list[Sample]:
+        """One continuation per prompt. `keys` (default 0..n-1) name each row's random stream:
+        the same (seed, key) draws the same uniforms whatever else is in the batch."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -76,25 +80,67 @@ Policy = TokenPolicy | MessagePolicy
 """Anything the runner can play an episode with."""
 
 
-def sample_tokens(
-    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw one token per row of `logits` (B, V); return ids (B,) and their logprobs (B,)."""
+_M64 = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
+
+
+def uniforms(seed: int, keys: Sequence[int], steps: Sequence[int]) -> torch.Tensor:
+    """One uniform in [0, 1) per row, a pure function of (seed, row key, token step).
+
+    A row's draws do not depend on which other rows share its batch, when it joined, or the batch
+    size, so batched, continuous and one-at-a-time sampling pick the same tokens from the same
+    distributions (the reference test of the fast paths rests on this)."""
+    s = _splitmix64(seed & _M64)
+    out = [(_splitmix64(_splitmix64(s ^ (k & _M64)) ^ (t & _M64)) >> 11) * 2.0**-53 for k, t in zip(keys, steps)]
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def processed_logprobs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """Log-probs (B, V) of the distribution a token is drawn from: temperature, then top-k, then
+    top-p (the smallest head of mass >= p), renormalised. Greedy (temperature 0) is the plain
+    softmax, whose argmax is taken."""
     logits = logits.float()
     if params.temperature <= 0:
-        logp = torch.log_softmax(logits, dim=-1)
-        tok = logp.argmax(dim=-1)
-        return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
+        return torch.log_softmax(logits, dim=-1)
     logits = logits / params.temperature
     if params.top_k > 0:
         kth = torch.topk(logits, min(params.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if params.top_p < 1.0:
         sorted_logits, idx = torch.sort(logits, dim=-1, descending=True)
-        cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
-        drop_sorted = cum - torch.softmax(sorted_logits, dim=-1) > params.top_p  # keep the first token past p
+        p = torch.softmax(sorted_logits, dim=-1)
+        drop_sorted = p.cumsum(-1) - p > params.top_p  # keep the first token past p
         drop = torch.zeros_like(drop_sorted).scatter(-1, idx, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
-    logp = torch.log_softmax(logits, dim=-1)
-    tok = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
+    return torch.log_softmax(logits, dim=-1)
+
+
+def draw(logp: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draw of one token per row of `logp` (B, V) with uniforms `u` (B,)."""
+    cdf = logp.exp().double().cumsum(-1)
+    x = (u.to(cdf.device, torch.float64) * cdf[:, -1])[:, None]
+    tok = torch.searchsorted(cdf, x, right=True).squeeze(-1).clamp(max=logp.shape[-1] - 1)
+    # rounding can only land on the last cdf step; never return a token the distribution excludes
+    bad = ~torch.isfinite(logp.gather(-1, tok[:, None]).squeeze(-1))
+    return torch.where(bad, logp.argmax(-1), tok)
+
+
+def sample_tokens(
+    logits: torch.Tensor, params: SamplingParams, u: torch.Tensor | torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw one token per row of `logits` (B, V) with uniforms `u` (B,) (or fresh ones from a
+    generator); return ids (B,) and their logprobs (B,) under the distribution drawn from."""
+    logp = processed_logprobs(logits, params)
+    if params.temperature <= 0:
+        tok = logp.argmax(dim=-1)
+    else:
+        if not isinstance(u, torch.Tensor):
+            u = torch.rand(logits.shape[0], generator=u, dtype=torch.float64)
+        tok = draw(logp, u)
     return tok, logp.gather(-1, tok[:, None]).squeeze(-1)

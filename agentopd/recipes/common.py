@@ -71,7 +71,7 @@ class Run:
 
     def teacher_policy(self) -> HFPolicy:
         """The teacher model as a sampler (GKD's teacher-generated fraction, SFT demos)."""
-        return HFPolicy(self.teacher.model, self.tokenizer)
+        return HFPolicy(self.teacher.model, self.tokenizer, dtype=self.policy.dtype)
 
     def evaluate(self) -> dict[str, float]:
         """Held-out success and per-turn success on the first `eval_n` test tasks (greedy by default)."""
@@ -194,9 +194,11 @@ def start(cfg: TrainConfig, console: Console | None = None) -> Run:
     student = parse_spec(cfg.student).name
     tok = _load("student tokenizer", load_tokenizer, student)
     model = _load("student", load_causal_lm, str(ckpt) if ckpt else student, device=cfg.device, dtype="float32")
-    policy = HFPolicy(model, tok)
+    dtype = cfg.compute_dtype()
+    console.print(f"compute dtype: {dtype}" + (" (auto)" if cfg.dtype == "auto" else ""))
+    policy = HFPolicy(model, tok, dtype=getattr(torch, dtype))
     teacher = _load("teacher", build_teacher, cfg.teacher, model, tok, device=cfg.teacher_device or cfg.device,
-                    only_diverged=cfg.dagger_only_diverged)
+                    only_diverged=cfg.dagger_only_diverged, dtype=dtype)
     learner = Learner(model, cfg.optim_config(), cfg.steps, pad_id=tok.pad_token_id or 0)
     if ckpt is not None:
         learner.load_state(ckpt)

@@ -51,9 +51,13 @@ class TrainConfig:
     max_tokens_per_micro: int = 4096
     """Tokens per learner micro-batch (prefix-tree nodes when packing); gradients accumulate."""
     pack: bool = True
-    """Pack rows that share prefixes into one forward (exact; see agentopd/packing.py)."""
-    autocast: str = "none"
-    """bf16 autocast on the learner (CUDA) or none."""
+    """Pack rows that share prefixes into one forward (exact; see agentopd/inference/forward.py)."""
+    dtype: str = "auto"
+    """Compute dtype of rollouts, local teachers and the learner's autocast: auto (bf16 on CUDA,
+    and on a CPU with native bf16 units where it measures faster; fp32 otherwise), float32 or
+    bfloat16. Master weights stay fp32."""
+    autocast: str = "auto"
+    """Learner autocast: auto (bf16 when --dtype resolves to bf16), bf16, or none."""
     grad_checkpointing: bool = False
     """Recompute activations in the backward pass (less learner memory, ~1 more forward of time)."""
     temperature: float = 1.0
@@ -111,7 +115,18 @@ class TrainConfig:
     def optim_config(self) -> OptimConfig:
         """The learner's settings (by name: the two dataclasses order their fields differently)."""
         names = {f.name for f in dataclasses.fields(OptimConfig)}
-        return OptimConfig(**{k: v for k, v in dataclasses.asdict(self).items() if k in names})
+        kw = {k: v for k, v in dataclasses.asdict(self).items() if k in names}
+        if self.autocast == "auto":
+            kw["autocast"] = "bf16" if self.compute_dtype() == "bfloat16" else "none"
+        return OptimConfig(**kw)
+
+    def compute_dtype(self) -> str:
+        """``float32`` or ``bfloat16``: `dtype` resolved on this run's device (measured once)."""
+        import torch
+
+        from agentopd.inference.dtypes import resolve_dtype
+
+        return "bfloat16" if resolve_dtype(self.dtype, self.device) == torch.bfloat16 else "float32"
 
     def needs(self) -> Signal:
         """The teacher signal this run's method needs (decided before anything loads)."""
@@ -159,7 +174,8 @@ class TrainConfig:
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
             (self.grad_clip >= 0, "grad_clip must be >= 0 (0 disables clipping)"),
             (self.max_tokens_per_micro >= 1, "max_tokens_per_micro must be >= 1"),
-            (self.autocast in ("none", "bf16"), f"autocast {self.autocast!r}: use none or bf16"),
+            (self.autocast in ("auto", "none", "bf16"), f"autocast {self.autocast!r}: use auto, none or bf16"),
+            (self.dtype in ("auto", "float32", "bfloat16"), f"dtype {self.dtype!r}: use auto, float32 or bfloat16"),
             (self.temperature >= 0, "temperature must be >= 0 (0 = greedy)"),
             (self.eval_temperature >= 0, "eval_temperature must be >= 0 (0 = greedy)"),
             (self.max_new_tokens >= 1, "max_new_tokens must be >= 1"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
@@ -22,6 +22,10 @@ class ThreadEnvPool:
 
     def step(self, envs: Sequence[gym.Env], actions: Sequence[str]) -> list[StepResult | str]:
         return list(self._pool.map(_safe_step, envs, actions))
+
+    def submit(self, env: gym.Env, action: str) -> Future[StepResult | str]:
+        """Step one env in the background (continuous batching: the others keep decoding)."""
+        return self._pool.submit(_safe_step, env, action)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

@@ -1,15 +1,20 @@
 """One runner for every policy: many episodes advance together, one policy call per turn.
 
-Per turn: every live episode goes to the policy in one batch (a token policy gets token-id
-prefixes; a message policy gets messages and its env, and its text is rendered into the
-student's tokens); the envs then step in parallel (`ThreadEnvPool`); each step's info is read as
-a typed `TurnInfo`; episodes that end drop out. Each episode becomes a token-in / token-out
-`Episode`. The student, the oracle and an API model all play through here.
+A token policy that can `open` a continuous batch (`HFPolicy`) plays continuously: an episode
+whose turn is sampled steps its env at once, in a worker thread, while the other rows keep
+decoding, and its next turn joins the batch as soon as the env answers, so no episode waits for
+the slowest row of a turn. Otherwise, per turn, every live episode goes to the policy in one
+batch (a token policy gets token-id prefixes; a message policy gets messages and its env, and
+its text is rendered into the student's tokens), then the envs step in parallel. Either way each
+step's info is read as a typed `TurnInfo` and each episode becomes a token-in / token-out
+`Episode`. Draws are keyed by (episode, turn), so both schedules sample the same episodes. The
+student, the oracle and an API model all play through here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field
 
 import gymnasium as gym
@@ -32,6 +37,8 @@ class RolloutConfig:
     cut by the student's sampling budget."""
     env_workers: int = 8
     """Threads stepping envs in parallel."""
+    continuous: bool = True
+    """Continuous batching for policies that support it (see the module docstring)."""
     record_skill_card: bool = False
     """Record each task's skill card at reset (`Episode.skill_card`, for the ``self`` teacher)."""
 
@@ -64,7 +71,8 @@ def run_episodes(
     tokenizer=None,
 ) -> list[Episode]:
     """Roll out one episode per (task, seed) with `policy`. A message policy needs the student's
-    `tokenizer` to render its turns. Never raises for env/tool failures: such episodes end with
+    `tokenizer` to render its turns. `on_turn(turns done, episodes live)` runs after each env step
+    (lock-step: after each batch of them). Never raises for env/tool failures: such episodes end with
     ``StopReason.ERROR`` and the error text; an env that breaks the `TurnInfo` contract raises."""
     is_message = isinstance(policy, MessagePolicy)
     if is_message and tokenizer is None:
@@ -73,40 +81,87 @@ def run_episodes(
     renderer = Renderer(tokenizer)
     live: list[_Live] = []
     pool = ThreadEnvPool(cfg.env_workers)
-    turn = 0
     try:
         for task, seed in zip(tasks, seeds, strict=True):
             env = make_env()
             live.append(_start(env, renderer, task, seed, cfg))
-        while True:
-            active = [ep for ep in live if ep.stop is None]
-            if not is_message:  # the next turn must fit in the budget
-                for ep in active:
-                    if len(ep.conv.token_ids) + cfg.sampling.max_new_tokens > cfg.max_context_tokens:
-                        ep.stop = StopReason.TOKEN_LIMIT
-                active = [ep for ep in active if ep.stop is None]
-            if not active:
-                break
-            params = SamplingParams(**{**cfg.sampling.__dict__, "seed": cfg.sampling.seed * 1000 + turn})
-            if is_message:  # the env gets the policy's exact text; the student's tokens render it
-                texts = policy.respond([MessageState(tuple(ep.conv.messages), ep.env) for ep in active], params)  # type: ignore[union-attr]
-                samples = [_rendered(tokenizer, t) for t in texts]
-            else:
-                samples = policy.sample([ep.conv.token_ids for ep in active], params)  # type: ignore[union-attr]
-            experts = [ep.oracle() if ep.oracle is not None else None for ep in active]
-            spans = [ep.conv.add_assistant(s.token_ids, s.logprobs) for ep, s in zip(active, samples)]
-            actions = texts if is_message else [sp[2] for sp in spans]
-            results = pool.step([ep.env for ep in active], actions)
-            for ep, s, span, res, expert in zip(active, samples, spans, results, experts):
-                _record(ep, s, span, res, expert)
-            turn += 1
-            if on_turn is not None:
-                on_turn(turn, sum(ep.stop is None for ep in live))
+        if not is_message and cfg.continuous and hasattr(policy, "open"):
+            _play_continuous(policy, live, cfg, pool, on_turn)
+        else:
+            _play_lockstep(policy, live, cfg, pool, on_turn, tokenizer, is_message)
     finally:
         pool.close()
         for ep in live:
             ep.env.close()
     return [_finish(ep, env_id) for ep in live]
+
+
+def _key(i: int, turn: int) -> int:
+    """The sampler key of episode i's turn: its draws depend on nothing else."""
+    return (i << 20) | turn
+
+
+def _fits(ep: _Live, cfg: RolloutConfig) -> bool:
+    """Whether one more full turn fits the episode's token budget (else it ends, truncated)."""
+    if len(ep.conv.token_ids) + cfg.sampling.max_new_tokens > cfg.max_context_tokens:
+        ep.stop = StopReason.TOKEN_LIMIT
+        return False
+    return True
+
+
+def _play_lockstep(policy, live: list[_Live], cfg: RolloutConfig, pool: ThreadEnvPool, on_turn, tokenizer,
+                   is_message: bool) -> None:
+    turn = done = 0
+    while True:
+        active = [(i, ep) for i, ep in enumerate(live) if ep.stop is None and (is_message or _fits(ep, cfg))]
+        if not active:
+            break
+        if is_message:  # the env gets the policy's exact text; the student's tokens render it
+            params = SamplingParams(**{**cfg.sampling.__dict__, "seed": cfg.sampling.seed * 1000 + turn})
+            texts = policy.respond([MessageState(tuple(ep.conv.messages), ep.env) for _, ep in active], params)
+            samples = [_rendered(tokenizer, t) for t in texts]
+        else:
+            samples = policy.sample([ep.conv.token_ids for _, ep in active], cfg.sampling,
+                                    keys=[_key(i, len(ep.turns)) for i, ep in active])
+        experts = [ep.oracle() if ep.oracle is not None else None for _, ep in active]
+        spans = [ep.conv.add_assistant(s.token_ids, s.logprobs) for (_, ep), s in zip(active, samples)]
+        actions = texts if is_message else [sp[2] for sp in spans]
+        results = pool.step([ep.env for _, ep in active], actions)
+        for (_, ep), s, span, res, expert in zip(active, samples, spans, results, experts):
+            _record(ep, s, span, res, expert)
+        turn += 1
+        done += len(active)
+        if on_turn is not None:
+            on_turn(done, sum(ep.stop is None for ep in live))
+
+
+def _play_continuous(policy, live: list[_Live], cfg: RolloutConfig, pool: ThreadEnvPool, on_turn) -> None:
+    stepping: dict = {}  # env future -> (episode index, sample, span, expert action)
+    turns = 0
+    with policy.open(cfg.sampling) as gen:
+        for i, ep in enumerate(live):
+            if _fits(ep, cfg):
+                gen.submit(ep.conv.token_ids, _key(i, 0))
+        while gen.busy or stepping:
+            if gen.busy:
+                for key, s in gen.step():
+                    i = key >> 20
+                    ep = live[i]
+                    expert = ep.oracle() if ep.oracle is not None else None  # before the env moves
+                    span = ep.conv.add_assistant(s.token_ids, s.logprobs)
+                    stepping[pool.submit(ep.env, span[2])] = (i, s, span, expert)
+                done = [f for f in stepping if f.done()]
+            else:
+                done = list(wait(stepping, return_when=FIRST_COMPLETED).done)
+            for f in done:
+                i, s, span, expert = stepping.pop(f)
+                ep = live[i]
+                _record(ep, s, span, f.result(), expert)
+                if ep.stop is None and _fits(ep, cfg):
+                    gen.submit(ep.conv.token_ids, _key(i, len(ep.turns)))
+                turns += 1
+                if on_turn is not None:
+                    on_turn(turns, sum(e.stop is None for e in live))
 
 
 def _record(ep: _Live, s: Sample, span: tuple[int, int, str], res, expert: str | None) -> None:

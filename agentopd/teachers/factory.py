@@ -44,8 +44,10 @@ def teachers_giving(signal: Signal) -> list[str]:
     return [k.usage for k in KINDS.values() if signal in expand(k.gives)]
 
 
-def build_teacher(spec: str, student_model, student_tokenizer, device: str = "cpu", only_diverged: bool = False):
-    """Load the teacher of `spec` (the ``self`` teacher shares the student's live weights)."""
+def build_teacher(spec: str, student_model, student_tokenizer, device: str = "cpu", only_diverged: bool = False,
+                  dtype: str = "float32"):
+    """Load the teacher of `spec` (the ``self`` teacher shares the student's live weights);
+    local teachers score in `dtype` (bf16 under autocast, over fp32 weights)."""
     kind = teacher_kind(spec)
     if kind.name == "oracle":
         from agentopd.teachers.oracle import OracleTeacher
@@ -53,8 +55,12 @@ def build_teacher(spec: str, student_model, student_tokenizer, device: str = "cp
         return OracleTeacher(student_tokenizer, only_diverged=only_diverged)
     from agentopd.teachers.local import HFTeacher, SelfTeacher
 
+    teacher: HFTeacher | SelfTeacher
     if kind.name == "self":
-        return SelfTeacher(student_model, student_tokenizer)
-    name = parse_spec(spec).name
-    tok = load_tokenizer(name)
-    return HFTeacher(load_causal_lm(name, device=device, dtype="float32"), tok, student_tokenizer)
+        teacher = SelfTeacher(student_model, student_tokenizer)
+    else:
+        name = parse_spec(spec).name
+        tok = load_tokenizer(name)
+        teacher = HFTeacher(load_causal_lm(name, device=device, dtype="float32"), tok, student_tokenizer)
+    teacher.autocast = dtype == "bfloat16"
+    return teacher

@@ -40,6 +40,8 @@ class LogitTeacher:
     name = "logits"
     gives = frozenset({Signal.FULL_LOGITS})
     needs_skill_card = False
+    autocast = False
+    """Score under bf16 autocast (set from the run's compute dtype)."""
 
     def __init__(self, model, tokenizer, max_tokens: int = 4096):
         self.model = model
@@ -76,7 +78,9 @@ class LogitTeacher:
         # a group is one prefix tree; `logits_at` splits it again only if it must
         parts = []
         for sub in pack_groups(seqs, self.max_tokens):
-            logits_NV = logits_at(self.model, [seqs[i] for i in sub], [tpos[i] for i in sub])
+            dev = next(self.model.parameters()).device
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.autocast):
+                logits_NV = logits_at(self.model, [seqs[i] for i in sub], [tpos[i] for i in sub])
             logp_NV = torch.log_softmax(logits_NV.float(), dim=-1)
             k = 0
             for i in sub:

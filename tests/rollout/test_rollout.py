@@ -110,3 +110,63 @@ def test_prefix_cache_changes_nothing_but_the_work(tiny_model, tokenizer):
         assert list(ep.logprobs[t.start : t.end]) == pytest.approx(ref, abs=1e-4)
     cached.invalidate()
     assert not cached.prefix_cache.entries
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_continuous_batching_plays_the_same_episodes_as_lockstep(tiny_model, tokenizer, temperature):
+    """Draws are keyed by (episode, turn), so the schedule (continuous on the engine, lock-step
+    on the engine or on transformers' forward) changes nothing that is sampled or recorded."""
+    from agentopd.inference.hf import HFPolicy
+
+    sp = SamplingParams(max_new_tokens=12, temperature=temperature, seed=2)
+    runs = []
+    for engine, continuous in (("engine", True), ("engine", False), ("hf", False), ("hf", True)):
+        cfg = RolloutConfig(sp, max_context_tokens=4096, continuous=continuous)
+        turns: list[int] = []
+        eps = run_episodes(CALC, HFPolicy(tiny_model, tokenizer, engine=engine), [0, 2, 5, 7, 9, 11],
+                           list(range(6)), cfg, on_turn=lambda n, live, turns=turns: turns.append(n))
+        assert turns and turns[-1] == sum(e.num_turns for e in eps)
+        runs.append(eps)
+    assert max(e.num_turns for e in runs[0]) >= 2
+    for other in runs[1:]:
+        assert [e.token_ids for e in other] == [e.token_ids for e in runs[0]]
+        assert [e.stop_reason for e in other] == [e.stop_reason for e in runs[0]]
+        for x, y in zip(runs[0], other):
+            assert list(x.logprobs) == pytest.approx(list(y.logprobs), abs=1e-4)
+            _check_invariants(x)
+
+
+def test_continuous_batching_does_not_wait_for_the_slowest_row(tokenizer):
+    """A slow env of one episode must not hold the others: while it sleeps, the rest take their
+    next turns (continuous); lock-step waits for it at every turn."""
+    import threading
+    import time
+
+    from helpers_envs import EchoEnv, ScriptedStream
+
+    order: list[bool] = []
+    lock = threading.Lock()
+
+    class Slow(gym.Wrapper):
+        def __init__(self, env, delay):
+            super().__init__(env)
+            self.delay = delay
+
+        def step(self, action):
+            time.sleep(self.delay)
+            out = self.env.step(action)
+            with lock:
+                order.append(self.delay > 0)
+            return out
+
+    policy = ScriptedStream(tokenizer, [format_tool_call("shout", {"text": "hello"}), "Answer: HELLO"])
+    firsts = {}
+    for continuous in (True, False):
+        order.clear()
+        made = iter([0.5] + [0.0] * 3)
+        cfg = RolloutConfig(SamplingParams(max_new_tokens=64), continuous=continuous)
+        eps = run_episodes(lambda made=made: Slow(EchoEnv(), next(made)), policy, ["echo-0"] * 4, list(range(4)), cfg)
+        assert [e.num_turns for e in eps] == [2, 2, 2, 2] and all(e.success for e in eps)
+        firsts[continuous] = order.index(True)  # fast env steps done before the slow one answered
+    assert firsts[False] == 3  # lock-step: every turn waits for the slowest env
+    assert firsts[True] == 6  # continuous: the fast episodes finished both turns meanwhile

@@ -1,0 +1,178 @@
+"""The decode engine and the continuous batch against the reference path (one row, no cache,
+transformers' forward, the same keyed draws): same ids, same logprobs, per dtype."""
+
+import copy
+
+import pytest
+import torch
+
+from agentopd.inference.dtypes import cpu_bf16_units, resolve_dtype
+from agentopd.inference.engine import NARROW, DecodeEngine, unsupported
+from agentopd.inference.hf import HFPolicy, reference_samples
+from agentopd.inference.sampling import SamplingParams
+
+
+def _prompts(tokenizer):
+    texts = ["Hi", "Tell me about tools and agents in detail please, one by one", "2 + 2 =",
+             "A much longer prompt " * 6, "x"]
+    return [tokenizer.encode(t) for t in texts]
+
+
+def _family_model(tokenizer, kind: str):
+    """Tiny Qwen2 (q/k/v biases) and Qwen3 (q/k norms) models: the engine's other branches."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(1)
+    common = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                  tie_word_embeddings=False)
+    if kind == "qwen2":
+        m = Qwen2ForCausalLM(Qwen2Config(**common))
+        with torch.no_grad():  # non-zero biases, so a dropped bias would show
+            for layer in m.model.layers:
+                for p in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                    p.bias.normal_(0, 0.5)
+        return m.eval()
+    return Qwen3ForCausalLM(Qwen3Config(head_dim=16, **common)).eval()
+
+
+def _assert_same(got, ref, atol=1e-4):
+    for g, r in zip(got, ref, strict=True):
+        assert g.token_ids == r.token_ids
+        assert g.finish_reason == r.finish_reason
+        assert g.logprobs == pytest.approx(r.logprobs, abs=atol)
+
+
+@pytest.mark.parametrize("params", [SamplingParams(max_new_tokens=12, temperature=1.0, seed=3),
+                                    SamplingParams(max_new_tokens=12, temperature=0),
+                                    SamplingParams(max_new_tokens=12, temperature=0.8, top_p=0.9, top_k=40, seed=5)])
+@pytest.mark.parametrize("engine", ["engine", "hf"])
+def test_fast_paths_match_the_reference(tiny_model, tokenizer, params, engine):
+    prompts = _prompts(tokenizer)
+    ref = reference_samples(tiny_model, prompts, params, stop_token_ids=[tokenizer.eos_token_id])
+    _assert_same(HFPolicy(tiny_model, tokenizer, engine=engine).sample(prompts, params), ref)
+
+
+@pytest.mark.parametrize("kind", ["qwen2", "qwen3"])
+def test_engine_runs_other_families_exactly(tokenizer, kind):
+    model = _family_model(tokenizer, kind)
+    assert unsupported(model) is None
+    prompts = _prompts(tokenizer)
+    params = SamplingParams(max_new_tokens=10, temperature=1.0, seed=7)
+    ref = reference_samples(model, prompts, params, stop_token_ids=[tokenizer.eos_token_id])
+    _assert_same(HFPolicy(model, tokenizer, engine="engine").sample(prompts, params), ref)
+
+
+def test_rows_joining_a_running_batch_and_narrow_and_wide_paths(tiny_model, tokenizer):
+    """Rows submitted while others decode, batches above and below NARROW, keys out of order."""
+    prompts = _prompts(tokenizer) * 3  # 15 rows: wide while full, narrow as they drain
+    keys = [100 + 7 * i for i in range(len(prompts))]
+    params = SamplingParams(max_new_tokens=9, temperature=1.0, seed=11)
+    ref = reference_samples(tiny_model, prompts, params, keys=keys, stop_token_ids=[tokenizer.eos_token_id])
+    pol = HFPolicy(tiny_model, tokenizer, max_batch=NARROW + 2)
+    got = {}
+    with pol.open(params) as gen:
+        for p, k in zip(prompts[:4], keys[:4]):
+            gen.submit(p, k)
+        for _ in range(3):
+            got.update(gen.step())
+        for p, k in zip(prompts[4:], keys[4:]):  # join mid-flight; some wait for a free slot
+            gen.submit(p, k)
+        while gen.busy:
+            got.update(gen.step())
+            assert gen.live <= NARROW + 2
+    _assert_same([got[k] for k in keys], ref)
+
+
+def test_prefix_cache_hits_sample_as_the_reference(tiny_model, tokenizer):
+    """A second turn extends the first (stored KV reused), and a shared prefix is computed once."""
+    head = tokenizer.encode("System: you are a careful agent with tools. " * 3)
+    prompts = [head + tokenizer.encode(t) for t in ("one", "two two", "three three three")]
+    params = SamplingParams(max_new_tokens=6, temperature=1.0, seed=2)
+    pol = HFPolicy(tiny_model, tokenizer)
+    first = pol.sample(prompts, params)
+    assert pol.prefix_cache.entries  # the shared head and each row's turn are stored
+    second = [p + list(s.token_ids) + tokenizer.encode(" next") for p, s in zip(prompts, first)]
+    hits = pol.prefix_cache.hits
+    got = pol.sample(second, params, keys=[5, 6, 7])
+    assert pol.prefix_cache.hits > hits
+    ref = reference_samples(tiny_model, second, params, keys=[5, 6, 7], stop_token_ids=[tokenizer.eos_token_id])
+    _assert_same(got, ref)
+
+
+def test_engine_follows_weight_updates(tokenizer):
+    """An in-place update (what an optimizer step does) reaches the engine and drops stale KV."""
+    from helpers_models import tiny_model_from
+
+    model = tiny_model_from(tokenizer, seed=4)
+    pol = HFPolicy(model, tokenizer)
+    prompts = _prompts(tokenizer)[:3]
+    params = SamplingParams(max_new_tokens=8, temperature=1.0, seed=1)
+    pol.sample(prompts, params)
+    pol.sample([list(prompts[0]) + [5]], params)  # a narrow decode packs the transposed copy too
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    ref = reference_samples(model, prompts, params, stop_token_ids=[tokenizer.eos_token_id])
+    _assert_same(pol.sample(prompts, params), ref)
+    _assert_same(pol.sample(prompts[:1], params), ref[:1])
+
+
+def _bf16_ref(model):
+    return copy.deepcopy(model).to(torch.bfloat16)
+
+
+def test_bf16_engine_matches_the_bf16_reference(tiny_model, tokenizer):
+    prompts = _prompts(tokenizer)
+    params = SamplingParams(max_new_tokens=8, temperature=1.0, seed=3)
+    ref = reference_samples(_bf16_ref(tiny_model), prompts, params, stop_token_ids=[tokenizer.eos_token_id])
+    got = HFPolicy(tiny_model, tokenizer, dtype=torch.bfloat16).sample(prompts, params)
+    # bf16 rounds differently with a different matmul order: ids agree, logprobs to bf16 precision
+    agree = sum(g.token_ids == r.token_ids for g, r in zip(got, ref))
+    assert agree >= len(prompts) - 1
+    for g, r in zip(got, ref):
+        if g.token_ids == r.token_ids:
+            assert g.logprobs == pytest.approx(r.logprobs, abs=0.05)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_recorded_logprob_is_the_distribution_drawn_from(tiny_model, tokenizer, dtype):
+    """Empirical frequencies of 3,000 first tokens match exp(recorded logprob), per dtype."""
+    prompt = tokenizer.encode("The answer is")
+    n = 3000
+    params = SamplingParams(max_new_tokens=1, temperature=1.0, top_k=4, seed=9)
+    pol = HFPolicy(tiny_model, tokenizer, max_batch=1024, dtype=dtype, prefix_cache=False)
+    out = pol.sample([prompt] * n, params, keys=range(n))
+    probs: dict[int, float] = {}
+    counts: dict[int, int] = {}
+    for s in out:
+        t = s.token_ids[0]
+        counts[t] = counts.get(t, 0) + 1
+        p = float(torch.tensor(s.logprobs[0]).exp())
+        assert probs.setdefault(t, p) == pytest.approx(p, abs=1e-6)  # one distribution for every row
+    assert len(counts) <= 4 and sum(probs.values()) == pytest.approx(1.0, abs=1e-3)
+    for t, c in counts.items():
+        sd = (probs[t] * (1 - probs[t]) / n) ** 0.5
+        assert abs(c / n - probs[t]) < 4.5 * sd + 1e-3
+
+
+def test_dtype_choice_and_engine_refusals(tokenizer):
+    assert resolve_dtype("float32") == torch.float32 and resolve_dtype("bf16") == torch.bfloat16
+    with pytest.raises(ValueError, match="use auto, float32 or bfloat16"):
+        resolve_dtype("fp8")
+    if not cpu_bf16_units():  # no native bf16 units: bf16 is never chosen automatically
+        assert resolve_dtype("auto", "cpu") == torch.float32
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2)).eval()
+    assert "model type 'gpt2'" in unsupported(gpt2)
+    with pytest.raises(ValueError, match="decode engine cannot run"):
+        DecodeEngine(gpt2)
+    with pytest.raises(ValueError, match="decode engine cannot run"):
+        HFPolicy(gpt2, tokenizer, engine="engine")
+    pol = HFPolicy(gpt2, tokenizer)  # auto falls back to transformers' forward
+    assert pol.engine_name == "hf"
+    params = SamplingParams(max_new_tokens=5, temperature=1.0, seed=1)
+    prompts = _prompts(tokenizer)[:3]
+    _assert_same(pol.sample(prompts, params),
+                 reference_samples(gpt2, prompts, params, stop_token_ids=[tokenizer.eos_token_id]))

@@ -63,7 +63,8 @@ class Run:
         """Training episodes of `batch` played by `policy`; infrastructure errors are dropped."""
         cfg = self.cfg
         rollout = RolloutConfig(SamplingParams(cfg.max_new_tokens, cfg.temperature, seed=cfg.seed * 7919 + step),
-                                cfg.max_context_tokens, record_skill_card=self.teacher.needs_skill_card)
+                                cfg.max_context_tokens, record_skill_card=self.teacher.needs_skill_card,
+                                continuous=cfg.continuous_batching)
         episodes = run_episodes(self.make_train, policy, batch.task_ids, batch.seeds, rollout, cfg.env,
                                 tokenizer=self.tokenizer)
         self.policy.invalidate()  # cached keys/values go stale at this step's update: free them now
@@ -77,7 +78,7 @@ class Run:
         """Held-out success and per-turn success on the first `eval_n` test tasks (greedy by default)."""
         cfg = self.cfg
         rollout = RolloutConfig(SamplingParams(cfg.max_new_tokens, cfg.eval_temperature, seed=cfg.seed),
-                                cfg.max_context_tokens)
+                                cfg.max_context_tokens, continuous=cfg.continuous_batching)
         eps = run_episodes(lambda: make_env(cfg.env, split="test"), self.policy, self.test_ids,
                            list(range(len(self.test_ids))), rollout, cfg.env)
         return eval_metrics(eps)

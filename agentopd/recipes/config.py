@@ -67,6 +67,9 @@ class TrainConfig:
     tokens on calc and 105 on sql, but up to 224 on files and 268 on python: raise it there."""
     max_context_tokens: int = 4096
     """Episode token budget."""
+    continuous_batching: bool = True
+    """Rollouts and evals: an episode's next turn joins the sampling batch as soon as its env
+    answers, instead of every turn waiting for the batch's slowest row (benchmarks/RESULTS.md)."""
     max_turns: int = 0
     """Cap on assistant turns per training episode (0 = the env's own turn budget); the
     held-out eval always uses the env's budget."""

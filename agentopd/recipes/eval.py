@@ -38,6 +38,8 @@ class EvalConfig:
     max_new_tokens: int = 256
     max_context_tokens: int = 4096
     batch_size: int = 32
+    continuous_batching: bool = True
+    """An episode's next turn joins the batch as soon as its env answers."""
     device: str = "cpu"
     dtype: str = "auto"
     """Compute dtype: auto (bf16 on CUDA and on a CPU with native bf16 units where it measures
@@ -92,7 +94,7 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> tuple[dict[str,
     make = lambda: make_env(cfg.env, split=cfg.split)  # noqa: E731
     policy, tokenizer = _policy(cfg)
     rcfg = RolloutConfig(SamplingParams(cfg.max_new_tokens, cfg.temperature, seed=cfg.seed),
-                         max_context_tokens=cfg.max_context_tokens)
+                         max_context_tokens=cfg.max_context_tokens, continuous=cfg.continuous_batching)
     t0 = time.time()
     episodes: list[Episode] = []
     with Progress(TextColumn("[bold]eval[/] {task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -43,13 +43,18 @@ def eval_cmd(
     max_new_tokens: int = typer.Option(256, help="Per-turn token cap."),
     batch_size: int = typer.Option(32, help="Episodes rolled out together."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
+    dtype: str = typer.Option("auto", help="auto (bf16 on CUDA, and on a CPU with native bf16 units where it "
+                              "measures faster; fp32 otherwise), float32 or bfloat16."),
+    continuous_batching: bool = typer.Option(True, help="An episode's next turn joins the batch as soon as its "
+                                             "env answers (off: every turn waits for the slowest row)."),
     sandbox: str = typer.Option("auto", help="auto, or strict: refuse to run model-written code without namespaces."),
 ) -> None:
     """Benchmark an agent on a released task split: success, per-turn success, tool errors."""
     from agentopd.recipes.eval import EvalConfig, run_eval
 
     cfg = EvalConfig(env=env, model=model, split=split, n=n, seed=seed, out=out, temperature=temperature,
-                     max_new_tokens=max_new_tokens, batch_size=batch_size, device=device, sandbox=sandbox)
+                     max_new_tokens=max_new_tokens, batch_size=batch_size, device=device, dtype=dtype,
+                     continuous_batching=continuous_batching, sandbox=sandbox)
     with _user_errors():
         run_eval(cfg, console)
 
@@ -167,11 +172,16 @@ def doctor_cmd() -> None:
         console.print(f"stronger mode not available: {t}")
     if info.mode not in STRICT_MODES:
         console.print("[yellow]--sandbox strict would refuse to run model-written code here[/]")
-    flags = open("/proc/cpuinfo").read() if Path("/proc/cpuinfo").exists() else ""
-    bf16 = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+    from agentopd.inference.dtypes import cpu_bf16_units, cpu_matmul_seconds, dtype_name, resolve_dtype
+
+    bf16 = cpu_bf16_units()
     console.print(f"python {platform.python_version()}, torch {torch.__version__}, transformers "
                   f"{transformers.__version__}, cuda: {torch.cuda.is_available()}, CPU bf16 units: "
                   f"{', '.join(bf16) or 'none'}; model cache: {cache_dir()}")
+    t = cpu_matmul_seconds()
+    console.print(f"--dtype auto on cpu: {dtype_name(resolve_dtype('auto', 'cpu'))} (small-model matmuls: fp32 "
+                  f"{t['float32'] * 1e3:.0f} ms, bf16 {t['bfloat16'] * 1e3:.0f} ms"
+                  + ("" if bf16 else "; without native units bf16 is never chosen") + ")")
 
 
 @app.command("report")

@@ -7,7 +7,7 @@ value against a file written earlier (tolerance 1e-6) and exits 1 on any differe
 
 Usage:
     .venv/bin/python benchmarks/same_numbers.py --out benchmarks/out/same_numbers/after.json \
-        --compare benchmarks/out/same_numbers/before.json
+        --compare benchmarks/out/same_numbers/before.json [--extra="--no-continuous-batching"]
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def tiny_models(root: Path) -> tuple[Path, Path]:
     return out[0], out[1]
 
 
-def run_all(only: list[str] | None) -> dict[str, list[dict]]:
+def run_all(only: list[str] | None, extra: list[str] | None = None) -> dict[str, list[dict]]:
     results: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         student, teacher = tiny_models(Path(tmp))
@@ -66,7 +66,7 @@ def run_all(only: list[str] | None) -> dict[str, list[dict]]:
                 continue
             run = Path(tmp) / name
             cmd = [sys.executable, "-m", "agentopd.cli", "train", "--student", f"hf:{student}",
-                   "--out", str(run), *COMMON, *[f.replace("TEACHER", str(teacher)) for f in flags]]
+                   "--out", str(run), *COMMON, *[f.replace("TEACHER", str(teacher)) for f in flags], *(extra or [])]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 raise SystemExit(f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -102,8 +102,9 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--compare", default=None)
     ap.add_argument("--only", nargs="*", default=None)
+    ap.add_argument("--extra", default="", help="more train flags for every run, e.g. --no-continuous-batching")
     args = ap.parse_args()
-    results = run_all(args.only)
+    results = run_all(args.only, args.extra.split())
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1, sort_keys=True))
     if args.compare:

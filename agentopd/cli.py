@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Optional
 
 import typer
@@ -172,7 +171,12 @@ def doctor_cmd() -> None:
         console.print(f"stronger mode not available: {t}")
     if info.mode not in STRICT_MODES:
         console.print("[yellow]--sandbox strict would refuse to run model-written code here[/]")
-    from agentopd.inference.dtypes import cpu_bf16_units, cpu_matmul_seconds, dtype_name, resolve_dtype
+    from agentopd.inference.dtypes import (
+        cpu_bf16_units,
+        cpu_matmul_seconds,
+        dtype_name,
+        resolve_dtype,
+    )
 
     bf16 = cpu_bf16_units()
     console.print(f"python {platform.python_version()}, torch {torch.__version__}, transformers "

@@ -199,7 +199,7 @@ def start(cfg: TrainConfig, console: Console | None = None) -> Run:
     console.print(f"compute dtype: {dtype}" + (" (auto)" if cfg.dtype == "auto" else ""))
     policy = HFPolicy(model, tok, dtype=getattr(torch, dtype))
     teacher = _load("teacher", build_teacher, cfg.teacher, model, tok, device=cfg.teacher_device or cfg.device,
-                    only_diverged=cfg.dagger_only_diverged, dtype=dtype)
+                    only_diverged=cfg.dagger_only_diverged, dtype=dtype, max_tokens=cfg.micro_tokens())
     learner = Learner(model, cfg.optim_config(), cfg.steps, pad_id=tok.pad_token_id or 0)
     if ckpt is not None:
         learner.load_state(ckpt)

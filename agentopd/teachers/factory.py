@@ -45,7 +45,7 @@ def teachers_giving(signal: Signal) -> list[str]:
 
 
 def build_teacher(spec: str, student_model, student_tokenizer, device: str = "cpu", only_diverged: bool = False,
-                  dtype: str = "float32"):
+                  dtype: str = "float32", max_tokens: int = 4096):
     """Load the teacher of `spec` (the ``self`` teacher shares the student's live weights);
     local teachers score in `dtype` (bf16 under autocast, over fp32 weights)."""
     kind = teacher_kind(spec)
@@ -57,10 +57,11 @@ def build_teacher(spec: str, student_model, student_tokenizer, device: str = "cp
 
     teacher: HFTeacher | SelfTeacher
     if kind.name == "self":
-        teacher = SelfTeacher(student_model, student_tokenizer)
+        teacher = SelfTeacher(student_model, student_tokenizer, max_tokens=max_tokens)
     else:
         name = parse_spec(spec).name
         tok = load_tokenizer(name)
-        teacher = HFTeacher(load_causal_lm(name, device=device, dtype="float32"), tok, student_tokenizer)
+        teacher = HFTeacher(load_causal_lm(name, device=device, dtype="float32"), tok, student_tokenizer,
+                            max_tokens=max_tokens)
     teacher.autocast = dtype == "bfloat16"
     return teacher

@@ -2,7 +2,7 @@
 
 Why: an anchor for agentopd's step times. The job is the one TRL's GKD recipe runs: fully
 on-policy (lambda 1), JSD beta 0.5, temperature 0.9, 8 prompts per step, 32 new tokens, student
-and teacher both SmolLM2-135M-Instruct in fp32 on CPU, TRL's defaults otherwise. The prompts are
+and teacher both SmolLM2-135M-Instruct in fp32 on CPU (bf16=False: TRL defaults to bf16 mixed precision), TRL's defaults otherwise. The prompts are
 calc's first turns (system prompt + first user message of `agentopd/Calc-v0` at reset), and TRL
 gets, step by step, exactly the tasks agentopd samples (`UniformTasks`, seed 0), rendered by the
 same chat template. agentopd runs one turn per episode (`--max-turns 1`) with no held-out eval.
@@ -97,7 +97,10 @@ def trl_worker(model_path: str, steps: int, out: Path) -> None:
     rows = [{"messages": [*p, {"role": "assistant", "content": ""}]} for p in calc_prompts(steps)]
     args = GKDConfig(output_dir=str(out / "trl"), max_steps=steps, per_device_train_batch_size=BATCH,
                      lmbda=1.0, beta=BETA, temperature=TEMPERATURE, max_new_tokens=NEW_TOKENS,
-                     use_cpu=True, report_to="none", save_strategy="no")
+                     use_cpu=True, report_to="none", save_strategy="no",
+                     # fp32 as the job says: TRL defaults to bf16 mixed precision, which on a CPU
+                     # without bf16 units ran over 25 min without finishing one step here
+                     bf16=False)
     trainer = InOrder(model=student, teacher_model=teacher, args=args, processing_class=tok,
                       train_dataset=Dataset.from_list(rows), callbacks=[StepTimer()])
     trainer.train()

@@ -159,6 +159,8 @@ class Generation:
 
 class _EngineGeneration(Generation):
     def __init__(self, policy: HFPolicy, params: SamplingParams, engine: DecodeEngine):
+        if engine.n_live:
+            raise RuntimeError("this policy already has an open generation (close it first)")
         super().__init__(policy, params)
         self.engine = engine
 

@@ -7,8 +7,9 @@ the slowest row of a turn. Otherwise, per turn, every live episode goes to the p
 batch (a token policy gets token-id prefixes; a message policy gets messages and its env, and
 its text is rendered into the student's tokens), then the envs step in parallel. Either way each
 step's info is read as a typed `TurnInfo` and each episode becomes a token-in / token-out
-`Episode`. Draws are keyed by (episode, turn), so both schedules sample the same episodes. The
-student, the oracle and an API model all play through here.
+`Episode`. Draws are keyed by (episode, turn), so both schedules draw the same random numbers
+(on a real model a near-tie token can still flip, because matmuls over different batch shapes
+round differently). The student, the oracle and an API model all play through here.
 """
 
 from __future__ import annotations

@@ -176,3 +176,17 @@ def test_dtype_choice_and_engine_refusals(tokenizer):
     prompts = _prompts(tokenizer)[:3]
     _assert_same(pol.sample(prompts, params),
                  reference_samples(gpt2, prompts, params, stop_token_ids=[tokenizer.eos_token_id]))
+
+
+def test_one_open_generation_per_policy(tiny_model, tokenizer):
+    pol = HFPolicy(tiny_model, tokenizer)
+    params = SamplingParams(max_new_tokens=4, temperature=1.0)
+    with pol.open(params) as gen:
+        gen.submit(tokenizer.encode("Hi there"), 0)
+        gen.step()
+        with pytest.raises(RuntimeError, match="already has an open generation"):
+            pol.open(params)
+    with pol.open(params) as gen:  # closed: the slots are free again
+        gen.submit(tokenizer.encode("Hi there"), 0)
+        while gen.busy:
+            gen.step()

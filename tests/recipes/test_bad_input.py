@@ -24,7 +24,8 @@ BAD_TRAIN = [
     (["--teacher", "gpt-9"], "unknown teacher"),
     (["--loss", "ppo"], "unknown loss"),
     (["--teacher", "oracle", "--loss", "gkd"], "needs teacher logprobs"),
-    (["--autocast", "fp8"], "use none or bf16"),
+    (["--autocast", "fp8"], "use auto, none or bf16"),
+    (["--dtype", "fp16"], "use auto, float32 or bfloat16"),
     (["--schedule", "nope"], "use constant or cosine"),
     (["--lr", "-1"], "lr must be > 0"),
     (["--ckpt-every", "0"], "ckpt_every must be >= 1"),
@@ -84,7 +85,7 @@ def test_unwritable_or_file_out(tmp_path):
     (["--n", "0"], "n must be >= 1"), (["--n", "-1"], "n must be >= 1"), (["--batch-size", "0"], "batch_size must be >= 1"),
     (["--split", "dev"], "use train or test"), (["--model", "hf:/no/such/model"], "does not exist"),
     (["--model", "vllm:x"], "not available yet"), (["--env", "agentopd/Clac-v0"], "Did you mean"),
-    (["--temperature", "-1"], "temperature must be >= 0"),
+    (["--temperature", "-1"], "temperature must be >= 0"), (["--dtype", "half"], "use auto, float32 or bfloat16"),
 ])
 def test_bad_eval_input(args, phrase, tmp_path):
     base = {"--env": "agentopd/Calc-v0", "--model": "oracle"}

@@ -50,8 +50,9 @@ class TrainConfig:
     """Max gradient norm (0 disables)."""
     max_tokens_per_micro: int = 0
     """Tokens per learner micro-batch and teacher scoring forward (prefix-tree nodes when
-    packing); gradients accumulate. 0 = 1024 on a CPU (the tree's attention grows with the
-    square of its nodes: 1.5x faster than 4096 on 32 rows, benchmarks/RESULTS.md), 8192 on CUDA."""
+    packing); gradients accumulate. 0 = 2048 on a CPU (the tree's attention grows with the
+    square of its nodes: 1.2-1.3x faster than 4096 on 32 rows, as fast on 8;
+    benchmarks/RESULTS.md), 8192 on CUDA."""
     pack: bool = True
     """Pack rows that share prefixes into one forward (exact; see agentopd/inference/forward.py)."""
     dtype: str = "auto"
@@ -128,7 +129,7 @@ class TrainConfig:
 
     def micro_tokens(self) -> int:
         """`max_tokens_per_micro`, with 0 resolved for this run's device."""
-        return self.max_tokens_per_micro or (1024 if self.device == "cpu" else 8192)
+        return self.max_tokens_per_micro or (2048 if self.device == "cpu" else 8192)
 
     def compute_dtype(self) -> str:
         """``float32`` or ``bfloat16``: `dtype` resolved on this run's device (measured once)."""

@@ -145,7 +145,7 @@ def test_every_learner_option_reaches_the_learner():
 def test_device_defaults_resolve_before_the_learner():
     """0 tokens per micro-batch and autocast auto resolve from the device and --dtype."""
     cpu = TrainConfig(dtype="float32").optim_config()
-    assert cpu.max_tokens_per_micro == 1024 and cpu.autocast == "none"
+    assert cpu.max_tokens_per_micro == 2048 and cpu.autocast == "none"
     assert TrainConfig(device="cuda", dtype="float32").micro_tokens() == 8192
     assert TrainConfig(dtype="bfloat16").optim_config().autocast == "bf16"
     assert TrainConfig(dtype="bfloat16", autocast="none").optim_config().autocast == "none"

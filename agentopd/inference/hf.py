@@ -16,6 +16,7 @@ decode (the rollout runner submits an episode's next turn as soon as its env has
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -109,7 +110,7 @@ class _Row:
     lps: list[float] = field(default_factory=list)
 
 
-class Generation:
+class Generation(ABC):
     """An open batch: `submit` prompts at any time; `step` advances every live row by one token
     (admitting waiting prompts first) and returns the rows that finished, as (key, Sample)."""
 
@@ -133,8 +134,8 @@ class Generation:
     def live(self) -> int:
         return len(self.rows)
 
-    def step(self) -> list[tuple[int, Sample]]:
-        raise NotImplementedError
+    @abstractmethod
+    def step(self) -> list[tuple[int, Sample]]: ...
 
     def close(self) -> None:
         self.rows, self.pending = [], []
@@ -196,8 +197,8 @@ class _EngineGeneration(Generation):
         """Prefill a prefix shared by the batch once, into the prefix cache."""
         store = self.policy.prefix_cache
         assert store is not None
-        shared = min(_common_prefix_len(prompts), min(len(p) for p in prompts) - 1)
-        if shared < 16 or all(store.lookup(p)[0] >= shared for p in prompts):
+        shared = _shareable_prefix(prompts, [store.lookup(p)[0] for p in prompts])
+        if not shared:
             return
         key = prompts[0][:shared]
         n, kv = store.lookup(key)
@@ -234,9 +235,8 @@ def _prefill_layout(policy: HFPolicy, prompts: Sequence[Sequence[int]]):
     store = policy.prefix_cache
     hits = [store.lookup(p) if store else (0, None) for p in prompts]
     if store is not None and len(prompts) > 1:  # a prefix shared by the batch is computed once
-        shared = _common_prefix_len(prompts)
-        shared = min(shared, min(len(p) for p in prompts) - 1)
-        if shared >= 16 and any(n < shared for n, _ in hits):
+        shared = _shareable_prefix(prompts, [n for n, _ in hits])
+        if shared:
             _store_prefix(policy, tuple(prompts[0][:shared]))
             hits = [store.lookup(p) for p in prompts]
     B = len(prompts)
@@ -410,6 +410,13 @@ class _LazyGrowing:
 
 
 _GrowingLayer = _LazyGrowing()
+
+
+def _shareable_prefix(prompts: Sequence[Sequence[int]], cached: Sequence[int]) -> int:
+    """Length of the batch's common prefix worth prefilling once (>= 16 tokens, at least one
+    token left to every row, not already cached for every row); 0 if none."""
+    shared = min(_common_prefix_len(prompts), min(len(p) for p in prompts) - 1)
+    return shared if shared >= 16 and any(n < shared for n in cached) else 0
 
 
 def _common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:

@@ -47,13 +47,20 @@ def eval_cmd(
     continuous_batching: bool = typer.Option(True, help="An episode's next turn joins the batch as soon as its "
                                              "env answers (off: every turn waits for the slowest row)."),
     sandbox: str = typer.Option("auto", help="auto, or strict: refuse to run model-written code without namespaces."),
+    k: int = typer.Option(1, "--k", help="Also report pass@K: the unbiased estimate (Chen et al. 2021) that at least "
+                          "one of K samples of a task succeeds; K > 1 needs --temperature > 0."),
+    samples: int = typer.Option(0, help="Samples (episodes) per task, >= K (0 = K); more than K lowers the "
+                                "variance of pass@K."),
+    stop_repeats: int = typer.Option(3, help="End an episode whose last N turns made the same tool calls "
+                                     "(stop reason 'loop'); 0 = never."),
 ) -> None:
     """Benchmark an agent on a released task split: success, per-turn success, tool errors."""
     from agentopd.recipes.eval import EvalConfig, run_eval
 
     cfg = EvalConfig(env=env, model=model, split=split, n=n, seed=seed, out=out, temperature=temperature,
                      max_new_tokens=max_new_tokens, batch_size=batch_size, device=device, dtype=dtype,
-                     continuous_batching=continuous_batching, sandbox=sandbox)
+                     continuous_batching=continuous_batching, sandbox=sandbox, k=k, samples=samples,
+                     stop_repeats=stop_repeats)
     with _user_errors():
         run_eval(cfg, console)
 

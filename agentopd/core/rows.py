@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,11 +42,16 @@ class TrainRow:
     """The teacher's scores of the targets (logit teachers); None for expert-target rows."""
     episode: int = -1
     """Index of the source episode in the step's batch."""
+    advantage: float = 0.0
+    """Episode-level advantage (group-normalised env reward, see `group_advantages`), applied to
+    every target token of the row; 0 for objectives that use none."""
 
     def __post_init__(self) -> None:
         n = len(self.input_ids)
         if not (len(self.loss_mask) == len(self.old_logp) == len(self.turn_of) == n):
             raise ValueError("TrainRow fields must all have the length of input_ids")
+        if not math.isfinite(self.advantage):
+            raise ValueError(f"TrainRow advantage must be finite, got {self.advantage}")
         s = self.signal
         if s is not None:
             if len(s.token_logp) != n or len(s.top1) != n:
@@ -75,3 +82,33 @@ def episode_row(ep, index: int = -1) -> TrainRow:
         for i in range(t.start, t.end):
             turn_of[i] = t.index
     return TrainRow(ep.token_ids, ep.loss_mask, ep.logprobs, tuple(turn_of), episode=index)
+
+
+def group_advantages(rewards: Sequence[float], groups: Sequence[Hashable], eps: float = 1e-6) -> list[float]:
+    """GRPO advantages: ``A_i = (R_i - mean_g(R)) / (std_g(R) + eps)`` over the group ``g`` of
+    episode i (``groups[i]``, e.g. the task id: the G rollouts of one task in a step).
+
+    ``std_g`` is the population standard deviation over the group. A group whose rewards are all
+    equal (a group of one included) gets advantage 0 for every member: no signal, not a division
+    by ``eps``. Returned in the order of ``rewards``. Raises ValueError on a length mismatch, a
+    non-finite reward or a negative ``eps``.
+    """
+    if len(rewards) != len(groups):
+        raise ValueError(f"group_advantages: {len(rewards)} rewards but {len(groups)} group keys")
+    if not eps >= 0:
+        raise ValueError(f"group_advantages: eps must be >= 0, got {eps}")
+    members: dict[Hashable, list[int]] = {}
+    for i, (r, g) in enumerate(zip(rewards, groups)):
+        if not math.isfinite(r):
+            raise ValueError(f"group_advantages: reward {i} is not finite ({r})")
+        members.setdefault(g, []).append(i)
+    out = [0.0] * len(rewards)
+    for idx in members.values():
+        rs = [float(rewards[i]) for i in idx]
+        if all(r == rs[0] for r in rs):  # exact test: a float mean of equal values may be off by 1 ulp
+            continue
+        mean = sum(rs) / len(rs)
+        std = math.sqrt(sum((r - mean) ** 2 for r in rs) / len(rs))
+        for i, r in zip(idx, rs):
+            out[i] = (r - mean) / (std + eps)
+    return out

@@ -20,6 +20,11 @@ class StopReason(str, enum.Enum):
     """The turn budget ran out (gymnasium ``truncated``)."""
     TOKEN_LIMIT = "token_limit"
     """The episode's token budget (context) ran out."""
+    LOOP = "loop"
+    """The agent made the same tool calls in `RolloutConfig.stop_repeats` turns in a row (held-out
+    evals stop a looping student instead of paying for its whole turn budget)."""
+    WINDOW = "window"
+    """A curriculum's turn window ended the episode (TCOD f2b): the student acted its W turns."""
     ERROR = "error"
     """Infrastructure failure (kept out of success rates and losses, never a silent 0)."""
 
@@ -101,6 +106,9 @@ class TurnRecord:
     oracle_action: str | None = None
     """The expert's turn for the state this turn was taken in (what DAgger trains on); None
     when the env has no oracle."""
+    replayed: bool = False
+    """The env's oracle played this turn before the student acted (TCOD b2f): history in the
+    student's context, never a training target."""
 
 
 @dataclass(frozen=True)
@@ -171,6 +179,7 @@ class Episode:
                     ],
                     "tool_errors": [r.error for r in t.tool_results if r.error],
                     "oracle_action": t.oracle_action,
+                    "replayed": t.replayed,
                 }
                 for t in self.turns
             ],

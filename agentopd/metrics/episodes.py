@@ -114,3 +114,38 @@ def eval_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
         if head == "eval/" or head in renamed:
             out[renamed.get(head, head) + k[len(head):]] = v
     return out
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of one task with `n` samples of which `c` succeeded (Chen et al. 2021,
+    "Evaluating Large Language Models Trained on Code"): the chance that at least one of k samples
+    drawn without replacement from the n succeeds, 1 - C(n-c, k) / C(n, k), computed stably as
+    1 - prod_{i=n-c+1}^{n} (1 - k/i)."""
+    if k < 1:
+        raise ValueError(f"pass@k needs k >= 1, got k={k}")
+    if not 0 <= c <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n, got n={n}, c={c}")
+    if n < k:
+        raise ValueError(f"pass@{k} needs at least {k} samples of a task, got n={n}")
+    if n - c < k:  # every k-subset holds a success
+        return 1.0
+    fail = 1.0
+    for i in range(n - c + 1, n + 1):
+        fail *= 1.0 - k / i
+    return 1.0 - fail
+
+
+def pass_at_k_by_task(episodes: Sequence[Episode], k: int) -> float:
+    """Mean over tasks (`Episode.task_id`) of `pass_at_k`. Infrastructure errors
+    (``StopReason.ERROR``) are not samples: they count in neither n nor c, and a task left with
+    fewer than k samples is left out of the mean (NaN when no task has k)."""
+    if k < 1:
+        raise ValueError(f"pass@k needs k >= 1, got k={k}")
+    n: dict[str, int] = defaultdict(int)
+    c: dict[str, int] = defaultdict(int)
+    for e in episodes:
+        if e.stop_reason != StopReason.ERROR:
+            n[e.task_id] += 1
+            c[e.task_id] += bool(e.success)
+    scores = [pass_at_k(n[t], c[t], k) for t in n if n[t] >= k]
+    return sum(scores) / len(scores) if scores else float("nan")

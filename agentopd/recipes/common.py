@@ -28,8 +28,16 @@ from agentopd.inference.sampling import Policy, SamplingParams
 from agentopd.metrics.episodes import eval_metrics
 from agentopd.metrics.sinks import MetricsLogger, repair_metrics
 from agentopd.recipes.config import TrainConfig
+from agentopd.rollout.oracle import OraclePolicy
 from agentopd.rollout.runner import RolloutConfig, run_episodes
-from agentopd.rollout.tasks import TaskBatch, UniformTasks
+from agentopd.rollout.tasks import (
+    BackwardReplay,
+    ForwardWindow,
+    KLWindow,
+    TaskBatch,
+    TaskSampler,
+    UniformTasks,
+)
 from agentopd.teachers.check import identical_signal
 from agentopd.teachers.factory import build_teacher
 from agentopd.training.checkpoint import find_checkpoint, has_checkpoints
@@ -49,7 +57,7 @@ class Run:
     teacher: Any
     """A `agentopd.teachers.base.Teacher`."""
     learner: Learner
-    tasks: UniformTasks
+    tasks: TaskSampler
     test_ids: list[str]
     logger: MetricsLogger
     last: dict[str, float] = dataclasses.field(default_factory=dict)
@@ -60,15 +68,29 @@ class Run:
         return train_env_factory(self.cfg)()
 
     def play(self, policy: Policy, batch: TaskBatch, step: int) -> list[Episode]:
-        """Training episodes of `batch` played by `policy`; infrastructure errors are dropped."""
+        """Training episodes of `batch` played by `policy` (under the batch's curriculum plan:
+        a turn window, oracle replays); infrastructure errors are dropped."""
         cfg = self.cfg
         rollout = RolloutConfig(SamplingParams(cfg.max_new_tokens, cfg.temperature, seed=cfg.seed * 7919 + step),
                                 cfg.max_context_tokens, record_skill_card=self.teacher.needs_skill_card,
-                                continuous=cfg.continuous_batching)
+                                continuous=cfg.continuous_batching, max_student_turns=batch.window)
         episodes = run_episodes(self.make_train, policy, batch.task_ids, batch.seeds, rollout, cfg.env,
-                                tokenizer=self.tokenizer)
+                                tokenizer=self.tokenizer, replay=batch.replay)
         self.policy.invalidate()  # cached keys/values go stale at this step's update: free them now
         return [e for e in episodes if e.stop_reason != StopReason.ERROR]  # infra errors never train
+
+    def expert_turns(self, task_ids) -> list[int]:
+        """How many turns the env's oracle takes on each training task (cached; TCOD b2f)."""
+        todo = [t for t in dict.fromkeys(task_ids) if t not in self._expert_turns]
+        if todo:
+            eps = run_episodes(self.make_train, OraclePolicy(), todo, [0] * len(todo),
+                               RolloutConfig(max_context_tokens=10**9), self.cfg.env, tokenizer=self.tokenizer)
+            self._expert_turns |= {t: max(1, e.num_turns) for t, e in zip(todo, eps)}
+        return [self._expert_turns[t] for t in task_ids]
+
+    def warm_expert(self) -> Policy:
+        """Who plays the warm start's demonstrations."""
+        return OraclePolicy() if self.cfg.warm_start_from == "oracle" else self.teacher_policy()
 
     def teacher_policy(self) -> HFPolicy:
         """The teacher model as a sampler (GKD's teacher-generated fraction, SFT demos)."""
@@ -78,7 +100,8 @@ class Run:
         """Held-out success and per-turn success on the first `eval_n` test tasks (greedy by default)."""
         cfg = self.cfg
         rollout = RolloutConfig(SamplingParams(cfg.max_new_tokens, cfg.eval_temperature, seed=cfg.seed),
-                                cfg.max_context_tokens, continuous=cfg.continuous_batching)
+                                cfg.max_context_tokens, continuous=cfg.continuous_batching,
+                                stop_repeats=cfg.eval_stop_repeats)
         eps = run_episodes(lambda: make_env(cfg.env, split="test"), self.policy, self.test_ids,
                            list(range(len(self.test_ids))), rollout, cfg.env)
         return eval_metrics(eps)
@@ -94,43 +117,67 @@ class Run:
                                "on every token: the distillation signal is zero")
 
     # ---- the loop ---------------------------------------------------------------------
+    def warming(self, step: int) -> bool:
+        """Whether `step` belongs to the warm start (SFT before the method)."""
+        return step < self.cfg.warm_start_steps
+
     @contextmanager
     def steps(self) -> Iterator[Iterator[int]]:
-        """The remaining step indices, under a progress bar; a baseline eval first."""
+        """The remaining step indices (warm start first, then the method's), under a progress
+        bar; a baseline eval first."""
         cfg = self.cfg
         self.start_step = self.learner.step_count
         if cfg.eval_every and cfg.eval_at_start and self.start_step == 0:
             self.logger.log(0, self.evaluate())  # the starting point, for before/after comparisons
         with Progress(TextColumn("[bold]train[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=self.console) as bar:
-            self._bar, self._job = bar, bar.add_task("", total=cfg.steps, completed=self.start_step)
-            yield iter(range(self.start_step, cfg.steps))
+            self._bar, self._job = bar, bar.add_task("", total=cfg.total_steps(), completed=self.start_step)
+            yield iter(range(self.start_step, cfg.total_steps()))
         self.logger.close()
 
-    def end_step(self, step: int, metrics: dict[str, float], times: list[float]) -> None:
-        """Timings, the held-out eval and checkpoint when due, the metrics line, the progress bar.
-        `times`: perf_counter at the start, after rollouts, after relabelling, after the update."""
+    def end_step(self, step: int, metrics: dict[str, float], times: list[float],
+                 episodes: list[Episode] | None = None) -> None:
+        """The curriculum's update, timings, the held-out eval and checkpoint when due (and at the
+        warm start's end), the metrics line, the progress bar. `times`: perf_counter at the
+        start, after rollouts, after relabelling, after the update."""
         cfg = self.cfg
         t0, t1, t2, t3 = times
         metrics |= {"time/rollout_s": t1 - t0, "time/teacher_s": t2 - t1, "time/learner_s": t3 - t2,
                     "time/peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         if torch.cuda.is_available():
             metrics["time/cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
-        done = step + 1
-        if cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
+        done, total = step + 1, cfg.total_steps()
+        if self.warming(step):
+            metrics["stage/warm_start"] = 1.0
+        else:
+            metrics |= self.tasks.update(step, episodes or [], metrics)
+        boundary = cfg.warm_start_steps > 0 and done == cfg.warm_start_steps  # warm start -> method
+        if cfg.eval_every and (done % cfg.eval_every == 0 or done == total or boundary):
             metrics |= self.evaluate()
         self.logger.log(done, metrics)
-        if done % cfg.ckpt_every == 0 or done == cfg.steps:
-            self.learner.save(self.dir, self.tokenizer, extra={"config": dataclasses.asdict(cfg)},
+        if done % cfg.ckpt_every == 0 or done == total or boundary:
+            self.learner.save(self.dir, self.tokenizer, extra={"config": dataclasses.asdict(cfg), **self.extra_state()},
                               keep=cfg.keep_checkpoints)
         self.last = metrics
         kl = metrics.get("teacher/reverse_kl", metrics.get("loss/ce", float("nan")))
         self._bar.update(self._job, completed=done, description=(
-            f"step {done}/{cfg.steps} success={metrics.get('rollout/success', float('nan')):.2f} "
+            f"step {done}/{total} success={metrics.get('rollout/success', metrics.get('demo/success', float('nan'))):.2f} "
             f"{'teacher KL' if 'teacher/reverse_kl' in metrics else 'CE'}={kl:.3f}"
             + (f" eval={metrics['eval/success']:.2f}" if "eval/success" in metrics else "")))
 
     start_step: int = 0
+    resumed_extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The recipe state of the checkpoint this run resumed from ({} for a fresh run)."""
+    _expert_turns: dict[str, int] = dataclasses.field(default_factory=dict)
+    skills: Any = None
+    """Skill-SD's `SkillLibrary` (None for other methods)."""
+
+    def extra_state(self) -> dict[str, Any]:
+        """Recipe state saved with each checkpoint (the curriculum's; the skill library's)."""
+        out: dict[str, Any] = {"curriculum": self.tasks.state_dict()}
+        if self.skills is not None:
+            out["skills"] = self.skills.to_json()
+        return out
 
 
 def preflight(cfg: TrainConfig) -> None:
@@ -199,12 +246,17 @@ def start(cfg: TrainConfig, console: Console | None = None) -> Run:
     console.print(f"compute dtype: {dtype}" + (" (auto)" if cfg.dtype == "auto" else ""))
     policy = HFPolicy(model, tok, dtype=getattr(torch, dtype))
     teacher = _load("teacher", build_teacher, cfg.teacher, model, tok, device=cfg.teacher_device or cfg.device,
-                    only_diverged=cfg.dagger_only_diverged, dtype=dtype, max_tokens=cfg.micro_tokens())
-    learner = Learner(model, cfg.optim_config(), cfg.steps, pad_id=tok.pad_token_id or 0)
+                    only_diverged=cfg.dagger_only_diverged, dtype=dtype, max_tokens=cfg.micro_tokens(),
+                    temperature=cfg.teacher_temperature)
+    learner = Learner(model, cfg.optim_config(), cfg.total_steps(), pad_id=tok.pad_token_id or 0)
+    extra: dict[str, Any] = {}
     if ckpt is not None:
-        learner.load_state(ckpt)
+        extra = learner.load_state(ckpt)
         console.print(f"resumed from {ckpt} (step {learner.step_count})")
-    train_ids = [t.id for t in env_attr(train_env_factory(cfg)(), "tasks")]
+    train_env = train_env_factory(cfg)()
+    train_ids = [t.id for t in env_attr(train_env, "tasks")]
+    budget = cfg.curriculum_max_window or cfg.max_turns or int(getattr(train_env.spec, "max_episode_steps", None) or 12)
+    train_env.close()
     test_ids = [t.id for t in env_attr(make_env(cfg.env, split="test"), "tasks")][: cfg.eval_n]
     run.mkdir(parents=True, exist_ok=True)
     dropped = repair_metrics(run, learner.step_count if ckpt is not None else -1)
@@ -212,8 +264,24 @@ def start(cfg: TrainConfig, console: Console | None = None) -> Run:
         console.print(f"dropped {dropped} metrics line(s) past the checkpoint (torn, or of steps that run again)")
     # Saved with `loss` resolved, so `agentopd train --config RUN/config.json` reruns exactly this.
     (run / "config.json").write_text(json.dumps(dataclasses.asdict(dataclasses.replace(cfg, loss=loss)), indent=2))
-    return Run(cfg, run, console, tok, policy, teacher, learner, UniformTasks(train_ids, cfg.seed), test_ids,
-               MetricsLogger(run))
+    r = Run(cfg, run, console, tok, policy, teacher, learner, UniformTasks(train_ids, cfg.seed), test_ids,
+            MetricsLogger(run))
+    r.tasks = make_curriculum(cfg, train_ids, budget, r.expert_turns)
+    r.tasks.load_state_dict(extra.get("curriculum", {}))
+    r.resumed_extra = extra
+    return r
+
+
+def make_curriculum(cfg: TrainConfig, train_ids: list[str], budget: int, expert_turns) -> TaskSampler:
+    """The run's task sampler: uniform, or one of TCOD's curricula over the method's steps."""
+    w = cfg.warm_start_steps  # the curriculum counts the method's steps
+    if cfg.curriculum == "f2b":
+        return ForwardWindow(train_ids, cfg.seed, cfg.curriculum_every, budget, offset=w)
+    if cfg.curriculum == "b2f":
+        return BackwardReplay(train_ids, cfg.seed, cfg.curriculum_every, expert_turns, offset=w)
+    if cfg.curriculum == "kl":
+        return KLWindow(train_ids, cfg.seed, cfg.curriculum_kl_threshold, budget)
+    return UniformTasks(train_ids, cfg.seed)
 
 
 def train_env_factory(cfg: TrainConfig):

@@ -10,9 +10,10 @@ from agentopd.core.capabilities import Signal, expand
 from agentopd.inference.models import parse_spec
 from agentopd.teachers.factory import teacher_kind, teachers_giving
 from agentopd.training.learner import OptimConfig
-from agentopd.training.objectives import GKD, CrossEntropy, GKDTopK, ReverseKLPG
+from agentopd.training.objectives import GKD, CrossEntropy, GKDTopK, ReverseKLPG, SkillSD
 
-LOSSES = ("reverse_kl_pg", "gkd", "sft", "dagger")
+LOSSES = ("reverse_kl_pg", "gkd", "sft", "dagger", "skill_sd")
+CURRICULA = ("none", "f2b", "b2f", "kl")
 
 
 @dataclass(frozen=True)
@@ -27,9 +28,21 @@ class TrainConfig:
     """self (student + skill card; the default, chosen by benchmarks/default_teacher.sh),
     oracle (the env's expert, DAgger), or hf:<model>."""
     loss: str = "auto"
-    """reverse_kl_pg | gkd | sft | dagger; auto = dagger for the oracle, reverse_kl_pg otherwise."""
+    """reverse_kl_pg | gkd | sft | dagger | skill_sd; auto = dagger for the oracle, reverse_kl_pg
+    otherwise."""
     steps: int = 5
-    """Optimizer steps."""
+    """Optimizer steps of the method, after the warm start."""
+    warm_start_steps: int = 0
+    """SFT steps on the env oracle's demonstrations before the method's steps (a held-out eval
+    at the boundary). On-policy distillation under a near one-hot teacher needs a student that
+    already gives the teacher's choices some mass (REFERENCES, pitfall 8)."""
+    warm_start_lr: float = 1e-4
+    """Learning rate of the warm-start steps (constant)."""
+    warm_start_episodes: int = 0
+    """Demonstrations per warm-start step (0 = episodes_per_step)."""
+    warm_start_from: str = "oracle"
+    """Who plays the warm start's demonstrations: oracle (the env's expert) or teacher (an
+    hf:<model> teacher samples its own episodes)."""
     episodes_per_step: int = 8
     """Student episodes rolled out per step."""
     out: str = "runs/train"
@@ -76,6 +89,31 @@ class TrainConfig:
     max_turns: int = 0
     """Cap on assistant turns per training episode (0 = the env's own turn budget); the
     held-out eval always uses the env's budget."""
+    teacher_temperature: float = 1.0
+    """Logit teachers score the student's sampled tokens at this temperature: above 1 a near
+    one-hot teacher's log-probs (and so the reverse-KL advantages) soften."""
+    curriculum: str = "none"
+    """TCOD's temporal curricula (reverse_kl_pg, gkd, dagger): none; f2b (the student acts for
+    W(s) = min(1 + s // curriculum_every, max window) turns, then the episode is cut); b2f (the
+    oracle first replays all but the last j(s) = 1 + s // curriculum_every of its turns, then
+    the student acts; replayed turns never train); kl (the f2b window, widened when the mean
+    teacher KL at its frontier turn falls under curriculum_kl_threshold)."""
+    curriculum_every: int = 4
+    """TCOD's c_steps: on-policy steps per window change (f2b, b2f)."""
+    curriculum_max_window: int = 0
+    """TCOD's H_max: the widest window in student turns (0 = the env's turn budget)."""
+    curriculum_kl_threshold: float = 0.2
+    """kl curriculum: widen the window when the frontier turn's mean teacher KL (nats/token,
+    log mu - log pi_T) falls under this."""
+    group_size: int = 4
+    """skill_sd: rollouts per task (GRPO's group G); episodes_per_step must be a multiple."""
+    skill_kl_weight: float = 0.001
+    """skill_sd: lambda of the importance-weighted k3 term (0.001 as published; 0.01 was unstable)."""
+    skill_writer: str = "rules"
+    """skill_sd: who writes skill cards from finished episodes: rules (from the env oracle's
+    traces) or a model spec (hf:<model>, or self: the student) as an LLM writer."""
+    skill_ucb_c: float = 1.0
+    """skill_sd: exploration constant c of UCB retrieval, mean reward + c sqrt(ln N / n)."""
     kl_coef: float = 1.0
     """reverse_kl_pg: the coefficient c of the advantage -c (log mu - log pi_T)."""
     clip_eps: float = 0.2
@@ -101,6 +139,10 @@ class TrainConfig:
     """Held-out (test split) tasks per eval."""
     eval_temperature: float = 0.0
     """Eval sampling temperature (0 = greedy)."""
+    eval_stop_repeats: int = 3
+    """Held-out evals end an episode whose last K turns made the same tool calls (stop reason
+    ``loop``, counted in ``stop/loop``); 0 = never. A looping student otherwise spends its whole
+    turn budget: 7 minutes an eval on calc."""
     ckpt_every: int = 5
     """Checkpoint every K steps (and after the last)."""
     keep_checkpoints: int = 2
@@ -125,7 +167,12 @@ class TrainConfig:
         if self.autocast == "auto":
             kw["autocast"] = "bf16" if self.compute_dtype() == "bfloat16" else "none"
         kw["max_tokens_per_micro"] = self.micro_tokens()
+        kw["stage_steps"], kw["stage_lr"] = self.warm_start_steps, self.warm_start_lr
         return OptimConfig(**kw)
+
+    def total_steps(self) -> int:
+        """Optimizer steps of the whole run: the warm start, then the method."""
+        return self.warm_start_steps + self.steps
 
     def micro_tokens(self) -> int:
         """`max_tokens_per_micro`, with 0 resolved for this run's device."""
@@ -144,7 +191,8 @@ class TrainConfig:
         loss = self.resolved_loss()
         if loss == "gkd":
             return GKDTopK.needs if self.gkd_topk > 0 else GKD.needs
-        return {"reverse_kl_pg": ReverseKLPG.needs, "sft": Signal.DEMOS, "dagger": CrossEntropy.needs}[loss]
+        return {"reverse_kl_pg": ReverseKLPG.needs, "sft": Signal.DEMOS, "dagger": CrossEntropy.needs,
+                "skill_sd": SkillSD.needs}[loss]
 
     def validate(self) -> None:
         """One-line errors for impossible configs, each naming what would work."""
@@ -171,6 +219,23 @@ class TrainConfig:
             raise ValueError("max_turns must be >= 0 (0 = the env's turn budget)")
         if self.steps < 1 or self.episodes_per_step < 1:
             raise ValueError("steps and episodes_per_step must be >= 1")
+        if self.curriculum != "none" and loss not in ("reverse_kl_pg", "gkd", "dagger"):
+            raise ValueError(f"curriculum {self.curriculum} shapes the student's own episodes: use it with "
+                             f"--loss reverse_kl_pg (TCOD), gkd or dagger, not {loss}")
+        if self.curriculum == "kl" and loss not in ("reverse_kl_pg", "gkd"):
+            raise ValueError("curriculum kl widens its window by the teacher KL at the frontier turn: it needs a "
+                             "logit teacher (--loss reverse_kl_pg or gkd), or use --curriculum f2b")
+        if not (self.skill_writer in ("rules", "self") or self.skill_writer.startswith("hf:")):
+            raise ValueError(f"skill_writer {self.skill_writer!r}: use rules, self or hf:<model>")
+        if loss == "skill_sd" and self.teacher != "self":
+            raise ValueError(f"skill_sd distils from the student's own weights given a skill card: use "
+                             f"--teacher self, not {self.teacher!r}")
+        if loss == "skill_sd" and self.episodes_per_step % self.group_size:
+            raise ValueError(f"skill_sd plays group_size={self.group_size} episodes per task: episodes_per_step "
+                             f"({self.episodes_per_step}) must be a multiple of it")
+        if self.warm_start_from == "teacher" and self.warm_start_steps and not self.teacher.startswith("hf:"):
+            raise ValueError("warm_start_from teacher needs an hf:<model> teacher to play demonstrations; "
+                             "use --warm-start-from oracle")
         if parse_spec(self.student).backend != "hf":
             raise ValueError("the learner trains an hf:<model> student")
         self._check_ranges()
@@ -180,6 +245,19 @@ class TrainConfig:
         loads or any file is written (--ckpt-every 0 once crashed after a whole step)."""
         checks: list[tuple[bool, str]] = [
             (self.lr > 0, "lr must be > 0"),
+            (self.warm_start_steps >= 0, "warm_start_steps must be >= 0"),
+            (self.warm_start_lr > 0, "warm_start_lr must be > 0"),
+            (self.warm_start_episodes >= 0, "warm_start_episodes must be >= 0 (0 = episodes_per_step)"),
+            (self.warm_start_from in ("oracle", "teacher"),
+             f"warm_start_from {self.warm_start_from!r}: use oracle or teacher"),
+            (self.teacher_temperature > 0, "teacher_temperature must be > 0"),
+            (self.curriculum in CURRICULA, f"curriculum {self.curriculum!r}: use one of {', '.join(CURRICULA)}"),
+            (self.curriculum_every >= 1, "curriculum_every must be >= 1"),
+            (self.curriculum_max_window >= 0, "curriculum_max_window must be >= 0 (0 = the env's turn budget)"),
+            (self.curriculum_kl_threshold > 0, "curriculum_kl_threshold must be > 0"),
+            (self.group_size >= 1, "group_size must be >= 1"),
+            (self.skill_kl_weight >= 0, "skill_kl_weight must be >= 0"),
+            (self.skill_ucb_c >= 0, "skill_ucb_c must be >= 0"),
             (self.warmup_steps >= 0, "warmup_steps must be >= 0"),
             (self.schedule in ("constant", "cosine"), f"schedule {self.schedule!r}: use constant or cosine"),
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
@@ -199,6 +277,7 @@ class TrainConfig:
             (0 <= self.gkd_lambda <= 1, "gkd_lambda must be in [0, 1]"),
             (self.eval_every >= 0, "eval_every must be >= 0 (0 disables held-out evals)"),
             (self.eval_n >= 1, "eval_n must be >= 1"),
+            (self.eval_stop_repeats >= 0, "eval_stop_repeats must be >= 0 (0 = never stop a repeating episode)"),
             (self.ckpt_every >= 1, "ckpt_every must be >= 1"),
             (self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1"),
             (self.sandbox in ("auto", "strict"), f"sandbox {self.sandbox!r}: use auto or strict"),

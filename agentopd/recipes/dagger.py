@@ -11,6 +11,7 @@ from rich.console import Console
 
 from agentopd.core.capabilities import Signal, SignalRequest
 from agentopd.metrics.episodes import rollout_metrics
+from agentopd.recipes import sft
 from agentopd.recipes.common import now, start
 from agentopd.recipes.config import TrainConfig
 from agentopd.training.objectives import CrossEntropy
@@ -22,6 +23,9 @@ def main(cfg: TrainConfig, console: Console | None = None) -> dict[str, float]:
     objective = CrossEntropy()
     with run.steps() as steps:
         for step in steps:
+            if run.warming(step):  # SFT on the oracle's demonstrations first (--warm-start-steps)
+                sft.demo_step(run, run.warm_expert(), step, cfg.episodes_per_step)
+                continue
             tasks = run.tasks.sample(step, cfg.episodes_per_step)
             t0 = now()
             episodes = run.play(run.policy, tasks, step)  # the student acts in its own states
@@ -33,5 +37,5 @@ def main(cfg: TrainConfig, console: Console | None = None) -> dict[str, float]:
             metrics = run.learner.step(rows, turns.wrap(objective))
             t3 = now()
             metrics |= rollout_metrics(episodes, rows) | turns.metrics()
-            run.end_step(step, metrics, [t0, t1, t2, t3])
+            run.end_step(step, metrics, [t0, t1, t2, t3], episodes)
     return run.last

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -16,7 +16,7 @@ from agentopd.core.types import Episode
 from agentopd.envs.registry import env_attr, make_env, resolve_env_id
 from agentopd.inference.models import check_model_name, parse_spec
 from agentopd.inference.sampling import Policy, SamplingParams
-from agentopd.metrics.episodes import per_turn_success, summarize
+from agentopd.metrics.episodes import pass_at_k_by_task, per_turn_success, summarize
 from agentopd.rollout.runner import RolloutConfig, run_episodes
 
 
@@ -40,6 +40,8 @@ class EvalConfig:
     batch_size: int = 32
     continuous_batching: bool = True
     """An episode's next turn joins the batch as soon as its env answers."""
+    stop_repeats: int = 3
+    """End an episode whose last K turns made the same tool calls (stop reason ``loop``); 0 = never."""
     device: str = "cpu"
     dtype: str = "auto"
     """Compute dtype: auto (bf16 on CUDA and on a CPU with native bf16 units where it measures
@@ -48,6 +50,20 @@ class EvalConfig:
     """auto | strict (refuse to run model-written code without namespaces)."""
     tokenizer: str = "hf:smollm2-135m"
     """For ``oracle``: the student whose tokens the expert's turns are rendered in (episodes.jsonl)."""
+    k: int = 1
+    """pass@k: the unbiased estimate (Chen et al. 2021) that one of k samples of a task succeeds."""
+    samples: int = 0
+    """Samples (episodes) per task, >= k; 0 = k. More than k lowers the variance of pass@k."""
+
+    @property
+    def samples_per_task(self) -> int:
+        return self.samples or self.k
+
+    def _greedy_repeats(self) -> str:
+        """Why several samples of a task at temperature 0 are refused: greedy copies are identical."""
+        flags = f"--k {self.k}" + (f" --samples {self.samples}" if self.samples else "")
+        return (f"{flags} samples each task {self.samples_per_task} times: set --temperature > 0 (e.g. 1.0), "
+                f"or use --k 1{' without --samples' if self.samples else ''} for greedy pass@1")
 
 
     def validate(self) -> None:
@@ -58,9 +74,15 @@ class EvalConfig:
             (self.dtype in ("auto", "float32", "bfloat16"), f"dtype {self.dtype!r}: use auto, float32 or bfloat16"),
             (self.n is None or self.n >= 1, "n must be >= 1 (omit it for the whole split)"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.stop_repeats >= 0, "stop_repeats must be >= 0 (0 = never stop a repeating episode)"),
             (self.temperature >= 0, "temperature must be >= 0 (0 = greedy)"),
             (self.max_new_tokens >= 1, "max_new_tokens must be >= 1"),
             (self.max_context_tokens > self.max_new_tokens, "max_context_tokens must exceed max_new_tokens"),
+            (self.k >= 1, "k must be >= 1 (pass@k over k samples of each task; 1 = pass@1)"),
+            (self.samples == 0 or self.samples >= self.k,
+             f"samples must be >= k: pass@{self.k} needs at least {self.k} samples of each task "
+             f"(use --samples {self.k} or more, or omit it for {self.k})"),
+            (self.samples_per_task == 1 or self.temperature > 0, self._greedy_repeats()),
         ):
             if not ok:
                 raise ValueError(msg)
@@ -89,17 +111,21 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> tuple[dict[str,
     env.close()
     if cfg.n is not None:
         tasks = tasks[: cfg.n]
-    ids = [t.id for t in tasks]
-    seeds = [cfg.seed + i for i in range(len(ids))]
+    # Task-major: the `per` copies of a task lie side by side and share run_episodes calls.
+    # Copy 0 of task i keeps env seed seed + i (so --k 1 is unchanged); copy j gets seed + i + j * tasks.
+    per = cfg.samples_per_task
+    ids = [t.id for t in tasks for _ in range(per)]
+    seeds = [cfg.seed + i + j * len(tasks) for i in range(len(tasks)) for j in range(per)]
     make = lambda: make_env(cfg.env, split=cfg.split)  # noqa: E731
     policy, tokenizer = _policy(cfg)
     rcfg = RolloutConfig(SamplingParams(cfg.max_new_tokens, cfg.temperature, seed=cfg.seed),
-                         max_context_tokens=cfg.max_context_tokens, continuous=cfg.continuous_batching)
+                         max_context_tokens=cfg.max_context_tokens, continuous=cfg.continuous_batching,
+                         stop_repeats=cfg.stop_repeats)
     t0 = time.time()
     episodes: list[Episode] = []
     with Progress(TextColumn("[bold]eval[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as bar:
-        job = bar.add_task(f"{cfg.env} {cfg.model}", total=len(ids))
+        job = bar.add_task(f"{cfg.env} {cfg.model}" + (f" x{per} samples" if per > 1 else ""), total=len(ids))
         for c in range(0, len(ids), cfg.batch_size):
             chunk = slice(c, c + cfg.batch_size)
             done_before = len(episodes)
@@ -108,9 +134,13 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> tuple[dict[str,
             def progress(turn: int, live: int, base=done_before, n=n_chunk) -> None:
                 bar.update(job, completed=base + n - live)
 
-            episodes += run_episodes(make, policy, ids[chunk], seeds[chunk], rcfg, cfg.env, progress, tokenizer)
+            crcfg = _chunk_rollout(rcfg, c // cfg.batch_size, per)
+            episodes += run_episodes(make, policy, ids[chunk], seeds[chunk], crcfg, cfg.env, progress, tokenizer)
             bar.update(job, completed=len(episodes))
     summary = summarize(episodes)
+    summary["eval/samples_per_task"] = float(per)
+    summary["eval/pass@1"] = pass_at_k_by_task(episodes, 1)
+    summary[f"eval/pass@{cfg.k}"] = pass_at_k_by_task(episodes, cfg.k)
     summary["eval/seconds"] = time.time() - t0
     if out is not None:
         with (out / "episodes.jsonl").open("w") as f:
@@ -119,6 +149,16 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> tuple[dict[str,
         (out / "summary.json").write_text(json.dumps({"config": asdict(cfg), "metrics": summary}, indent=2))
     print_summary(console, cfg, summary, episodes)
     return summary, episodes
+
+
+def _chunk_rollout(rcfg: RolloutConfig, chunk: int, per: int) -> RolloutConfig:
+    """The rollout config of the `chunk`-th run_episodes call. A draw is keyed by (sampling seed,
+    the episode's index within its call, turn): copies of a task in one call differ by index, and
+    with several samples per task each call gets its own sampling seed, so copies split across
+    calls (at the same index) differ too. One sample per task keeps the one seed of every call."""
+    if per == 1 or chunk == 0:
+        return rcfg
+    return replace(rcfg, sampling=replace(rcfg.sampling, seed=rcfg.sampling.seed + (chunk << 32)))
 
 
 def _policy(cfg: EvalConfig) -> tuple[Policy, object]:
@@ -137,10 +177,16 @@ def _policy(cfg: EvalConfig) -> tuple[Policy, object]:
 
 
 def print_summary(console: Console, cfg: EvalConfig, summary: dict[str, float], episodes: list[Episode]) -> None:
-    table = Table(title=f"{cfg.env} | {cfg.model} | {cfg.split} split | {len(episodes)} episodes")
+    per = int(summary.get("eval/samples_per_task", 1))
+    shape = f" ({len({e.task_id for e in episodes})} tasks x {per} samples)" if per > 1 else ""
+    table = Table(title=f"{cfg.env} | {cfg.model} | {cfg.split} split | {len(episodes)} episodes{shape}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("success rate", f"{summary['eval/success']:.3f}")
+    for kk in sorted({1, cfg.k}):
+        if f"eval/pass@{kk}" in summary:
+            table.add_row(f"pass@{kk}", f"{summary[f'eval/pass@{kk}']:.3f}")
+    table.add_row("samples / task", f"{per}")
     table.add_row("tool-error rate", f"{summary['tool/error_rate']:.3f}")
     table.add_row("tool calls / episode", f"{summary['tool/calls_per_episode']:.2f}")
     table.add_row("mean turns", f"{summary['eval/mean_turns']:.2f}")

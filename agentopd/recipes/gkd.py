@@ -11,6 +11,7 @@ from __future__ import annotations
 from rich.console import Console
 
 from agentopd.metrics.episodes import demo_metrics, rollout_metrics
+from agentopd.recipes import sft
 from agentopd.recipes.common import now, start
 from agentopd.recipes.config import TrainConfig
 from agentopd.teachers.check import check_signal
@@ -24,6 +25,9 @@ def main(cfg: TrainConfig, console: Console | None = None) -> dict[str, float]:
                  else GKD(cfg.gkd_beta, cfg.gkd_temperature))
     with run.steps() as steps:
         for step in steps:
+            if run.warming(step):  # SFT on the oracle's demonstrations first (--warm-start-steps)
+                sft.demo_step(run, run.warm_expert(), step, cfg.episodes_per_step)
+                continue
             tasks = run.tasks.sample(step, cfg.episodes_per_step)
             on_policy = tasks.rng.random() < cfg.gkd_lambda
             t0 = now()
@@ -38,5 +42,5 @@ def main(cfg: TrainConfig, console: Console | None = None) -> dict[str, float]:
             metrics |= run.learner.step(rows, turns.wrap(objective))
             t3 = now()
             metrics |= (rollout_metrics(episodes, rows) if on_policy else demo_metrics(episodes)) | turns.metrics()
-            run.end_step(step, metrics, [t0, t1, t2, t3])
+            run.end_step(step, metrics, [t0, t1, t2, t3], episodes)
     return run.last

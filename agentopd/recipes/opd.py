@@ -9,6 +9,7 @@ from __future__ import annotations
 from rich.console import Console
 
 from agentopd.metrics.episodes import rollout_metrics
+from agentopd.recipes import sft
 from agentopd.recipes.common import now, start
 from agentopd.recipes.config import TrainConfig
 from agentopd.teachers.check import check_signal
@@ -21,6 +22,9 @@ def main(cfg: TrainConfig, console: Console | None = None) -> dict[str, float]:
     objective = ReverseKLPG(kl_coef=cfg.kl_coef, clip_eps=cfg.clip_eps, discount=cfg.discount)
     with run.steps() as steps:
         for step in steps:
+            if run.warming(step):  # SFT on the oracle's demonstrations first (--warm-start-steps)
+                sft.demo_step(run, run.warm_expert(), step, cfg.episodes_per_step)
+                continue
             tasks = run.tasks.sample(step, cfg.episodes_per_step)
             t0 = now()
             episodes = run.play(run.policy, tasks, step)  # the student acts in its own states
@@ -34,5 +38,5 @@ def main(cfg: TrainConfig, console: Console | None = None) -> dict[str, float]:
             metrics |= run.learner.step(rows, turns.wrap(objective))
             t3 = now()
             metrics |= rollout_metrics(episodes, rows) | turns.metrics()
-            run.end_step(step, metrics, [t0, t1, t2, t3])
+            run.end_step(step, metrics, [t0, t1, t2, t3], episodes)
     return run.last

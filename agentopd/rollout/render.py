@@ -80,8 +80,11 @@ class Conversation:
         self._append(self.renderer.encode(new_text[len(self._text):]), student=False)
         self._text = new_text
 
-    def add_assistant(self, sampled_ids: Sequence[int], logprobs: Sequence[float]) -> tuple[int, int, str]:
+    def add_assistant(self, sampled_ids: Sequence[int], logprobs: Sequence[float],
+                      trained: bool = True) -> tuple[int, int, str]:
         """Append the student's sampled ids verbatim, then the template's end-of-turn glue.
+        `trained=False` appends a turn the student did not sample (an oracle's replayed turn):
+        history, outside the loss mask.
 
         Returns (start, end, text): the sampled span in `token_ids` and its decoded content.
         """
@@ -89,7 +92,7 @@ class Conversation:
         stopped = bool(ids) and ids[-1] == self.renderer.eos_token_id
         content = self.renderer.decode(ids[:-1] if stopped else ids)
         start = len(self.token_ids)
-        self._append(ids, student=True, logprobs=logprobs)
+        self._append(ids, student=trained, logprobs=logprobs)
         end = len(self.token_ids)
         self.messages.append({"role": "assistant", "content": content})
         closed = self.renderer.text(self.messages, add_generation_prompt=False)

@@ -14,6 +14,7 @@ round differently). The student, the oracle and an API model all play through he
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ import gymnasium as gym
 from agentopd.core.turn_info import TurnInfo
 from agentopd.core.types import Episode, StopReason, Task, TurnRecord
 from agentopd.inference.sampling import MessagePolicy, MessageState, Policy, Sample, SamplingParams
-from agentopd.rollout.env_pool import ThreadEnvPool
+from agentopd.rollout.env_pool import ThreadEnvPool, _safe_step
 from agentopd.rollout.render import Conversation, Renderer
 
 
@@ -42,6 +43,12 @@ class RolloutConfig:
     """Continuous batching for policies that support it (see the module docstring)."""
     record_skill_card: bool = False
     """Record each task's skill card at reset (`Episode.skill_card`, for the ``self`` teacher)."""
+    stop_repeats: int = 0
+    """End an episode (``StopReason.LOOP``) once its last `stop_repeats` turns made the same tool
+    calls (0 = never; held-out evals use 3)."""
+    max_student_turns: int = 0
+    """End an episode (``StopReason.WINDOW``) after the student's W-th turn (TCOD's f2b window;
+    0 = the env's own budget). Replayed turns do not count."""
 
 
 @dataclass
@@ -70,11 +77,14 @@ def run_episodes(
     env_id: str = "",
     on_turn: Callable[[int, int], None] | None = None,
     tokenizer=None,
+    replay: Sequence[int] | None = None,
 ) -> list[Episode]:
     """Roll out one episode per (task, seed) with `policy`. A message policy needs the student's
     `tokenizer` to render its turns. `on_turn(turns done, episodes live)` runs after each env step
-    (lock-step: after each batch of them). Never raises for env/tool failures: such episodes end with
-    ``StopReason.ERROR`` and the error text; an env that breaks the `TurnInfo` contract raises."""
+    (lock-step: after each batch of them). `replay[i]`: the env's oracle plays episode i's first
+    turns before the policy acts (TCOD b2f); they are history, outside the loss mask. Never
+    raises for env/tool failures: such episodes end with ``StopReason.ERROR`` and the error
+    text; an env that breaks the `TurnInfo` contract raises."""
     is_message = isinstance(policy, MessagePolicy)
     if is_message and tokenizer is None:
         raise ValueError("a message policy needs the student's tokenizer to render its turns")
@@ -83,9 +93,11 @@ def run_episodes(
     live: list[_Live] = []
     pool = ThreadEnvPool(cfg.env_workers)
     try:
-        for task, seed in zip(tasks, seeds, strict=True):
+        for i, (task, seed) in enumerate(zip(tasks, seeds, strict=True)):
             env = make_env()
             live.append(_start(env, renderer, task, seed, cfg))
+            if replay is not None and replay[i] > 0:
+                _replay_oracle(live[-1], replay[i], tokenizer, cfg)
         if not is_message and cfg.continuous and hasattr(policy, "open"):
             _play_continuous(policy, live, cfg, pool, on_turn)
         else:
@@ -129,7 +141,7 @@ def _play_lockstep(policy, live: list[_Live], cfg: RolloutConfig, pool: ThreadEn
         actions = texts if is_message else [sp[2] for sp in spans]
         results = pool.step([ep.env for _, ep in active], actions)
         for (_, ep), s, span, res, expert in zip(active, samples, spans, results, experts):
-            _record(ep, s, span, res, expert)
+            _record(ep, s, span, res, expert, cfg)
         turn += 1
         done += len(active)
         if on_turn is not None:
@@ -157,7 +169,7 @@ def _play_continuous(policy, live: list[_Live], cfg: RolloutConfig, pool: Thread
             for f in done:
                 i, s, span, expert = stepping.pop(f)
                 ep = live[i]
-                _record(ep, s, span, f.result(), expert)
+                _record(ep, s, span, f.result(), expert, cfg)
                 if ep.stop is None and _fits(ep, cfg):
                     gen.submit(ep.conv.token_ids, _key(i, len(ep.turns)))
                 turns += 1
@@ -165,7 +177,30 @@ def _play_continuous(policy, live: list[_Live], cfg: RolloutConfig, pool: Thread
                     on_turn(turns, sum(e.stop is None for e in live))
 
 
-def _record(ep: _Live, s: Sample, span: tuple[int, int, str], res, expert: str | None) -> None:
+def _replay_oracle(ep: _Live, k: int, tokenizer, cfg: RolloutConfig) -> None:
+    """The env's oracle plays the episode's first `k` turns (in the student's tokens, untrained)."""
+    oracle = ep.oracle or ep.env.get_wrapper_attr("oracle_action")
+    for _ in range(k):
+        if ep.stop is not None:
+            return
+        text = oracle()
+        s = _rendered(tokenizer, text)
+        span = ep.conv.add_assistant(s.token_ids, s.logprobs, trained=False)
+        res = _safe_step(ep.env, text)  # an env failure ends this episode only
+        _record(ep, s, span, res, text, cfg, replayed=True)
+
+
+def _same_calls(turns: Sequence[TurnRecord]) -> bool:
+    """Whether every turn made the same, non-empty, tool calls."""
+    def calls(t: TurnRecord) -> tuple:
+        return tuple((c.name, json.dumps(c.arguments, sort_keys=True, default=str), c.raw if c.parse_error else "")
+                     for c in t.tool_calls)
+    first = calls(turns[0])
+    return bool(first) and all(calls(t) == first for t in turns[1:])
+
+
+def _record(ep: _Live, s: Sample, span: tuple[int, int, str], res, expert: str | None, cfg: RolloutConfig,
+            replayed: bool = False) -> None:
     """Fold one env step into its live episode: a TurnRecord, the stop, the next observation."""
     start, end, text = span
     if isinstance(res, str):  # infrastructure failure inside the env
@@ -178,13 +213,18 @@ def _record(ep: _Live, s: Sample, span: tuple[int, int, str], res, expert: str |
         index=len(ep.turns), start=start, end=end, text=text, tool_calls=ti.tool_calls,
         tool_results=ti.tool_results, request_index=ti.request_index, oracle_ok=ti.oracle_ok,
         reward=float(reward), finish_reason=s.finish_reason,
-        oracle_action=expert if ep.oracle is not None else ti.oracle_action,
+        oracle_action=expert if ep.oracle is not None or replayed else ti.oracle_action, replayed=replayed,
     ))
     ep.request_success = ti.request_success
+    n = cfg.stop_repeats
     if terminated:
         ep.stop, ep.success = ti.stop_reason or StopReason.DONE, bool(ti.success)
     elif truncated:
         ep.stop = StopReason.TURN_LIMIT
+    elif n and len(ep.turns) >= n and _same_calls(ep.turns[-n:]):
+        ep.stop = StopReason.LOOP
+    elif cfg.max_student_turns and sum(not t.replayed for t in ep.turns) >= cfg.max_student_turns:
+        ep.stop = StopReason.WINDOW
     else:
         ep.conv.add_observation(obs)
 

@@ -45,9 +45,10 @@ def teachers_giving(signal: Signal) -> list[str]:
 
 
 def build_teacher(spec: str, student_model, student_tokenizer, device: str = "cpu", only_diverged: bool = False,
-                  dtype: str = "float32", max_tokens: int = 4096):
+                  dtype: str = "float32", max_tokens: int = 4096, temperature: float = 1.0):
     """Load the teacher of `spec` (the ``self`` teacher shares the student's live weights);
-    local teachers score in `dtype` (bf16 under autocast, over fp32 weights)."""
+    local teachers score in `dtype` (bf16 under autocast, over fp32 weights), their sampled-token
+    signal at `temperature`."""
     kind = teacher_kind(spec)
     if kind.name == "oracle":
         from agentopd.teachers.oracle import OracleTeacher
@@ -64,4 +65,5 @@ def build_teacher(spec: str, student_model, student_tokenizer, device: str = "cp
         teacher = HFTeacher(load_causal_lm(name, device=device, dtype="float32"), tok, student_tokenizer,
                             max_tokens=max_tokens)
     teacher.autocast = dtype == "bfloat16"
+    teacher.temperature = temperature
     return teacher

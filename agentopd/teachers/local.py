@@ -42,6 +42,11 @@ class LogitTeacher:
     needs_skill_card = False
     autocast = False
     """Score under bf16 autocast (set from the run's compute dtype)."""
+    temperature = 1.0
+    """The sampled-token signal is log softmax(logits / temperature): above 1 a near one-hot
+    teacher's log-probs soften, so the advantages of the tokens it rejects are not all -17
+    (``--teacher-temperature``). Top-k and full-vocabulary signals are left at 1; GKD applies
+    its own temperature."""
 
     def __init__(self, model, tokenizer, max_tokens: int = 4096):
         self.model = model
@@ -92,7 +97,8 @@ class LogitTeacher:
             part_dev = by_row[i]
             part = part_dev.cpu()
             nxt = torch.tensor([r.input_ids[p + 1] for p in ps], dtype=torch.long)
-            tl = part.gather(-1, nxt[:, None]).squeeze(-1).tolist() if ps else []
+            soft = part if self.temperature == 1.0 else torch.log_softmax(part / self.temperature, dim=-1)
+            tl = soft.gather(-1, nxt[:, None]).squeeze(-1).tolist() if ps else []
             top1 = part.argmax(-1).tolist() if ps else []
             t_logp = [0.0] * len(r.input_ids)
             t_top1 = [-1] * len(r.input_ids)

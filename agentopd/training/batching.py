@@ -22,6 +22,7 @@ class Batch:
     target_ids: torch.Tensor  # (B, T-1) long: input_ids[:, 1:]
     mask: torch.Tensor  # (B, T-1) float: loss on target position
     old_logp: torch.Tensor  # (B, T-1) float
+    advantage: torch.Tensor  # (B, T-1) float: the row's advantage on every position (0 on padding)
     teacher_logp: torch.Tensor | None  # (B, T-1) float: the teacher's log-prob of each token
     turn_of: torch.Tensor  # (B, T-1) long
     rows: tuple[TrainRow, ...]
@@ -51,6 +52,7 @@ def collate(rows: Sequence[TrainRow], pad_id: int) -> Batch:
     attn = torch.zeros((B, T), dtype=torch.long)
     mask = torch.zeros((B, T), dtype=torch.float32)
     old = torch.zeros((B, T), dtype=torch.float32)
+    adv = torch.zeros((B, T), dtype=torch.float32)
     tl = torch.zeros((B, T), dtype=torch.float32)
     turn = torch.full((B, T), -1, dtype=torch.long)
     have_teacher = all(r.teacher_logp is not None for r in rows)
@@ -60,12 +62,13 @@ def collate(rows: Sequence[TrainRow], pad_id: int) -> Batch:
         attn[i, :n] = 1
         mask[i, :n] = torch.tensor(r.loss_mask, dtype=torch.float32)
         old[i, :n] = torch.tensor(r.old_logp)
+        adv[i, :n] = r.advantage
         turn[i, :n] = torch.tensor(r.turn_of)
         if have_teacher:
             tl[i, :n] = torch.tensor(r.teacher_logp)
     # position 0 can never be a target: nothing predicts it
-    return Batch(ids, attn, ids[:, 1:], mask[:, 1:], old[:, 1:], tl[:, 1:] if have_teacher else None,
-                 turn[:, 1:], tuple(rows))
+    return Batch(ids, attn, ids[:, 1:], mask[:, 1:], old[:, 1:], adv[:, 1:],
+                 tl[:, 1:] if have_teacher else None, turn[:, 1:], tuple(rows))
 
 
 def micro_batches(rows: Sequence[TrainRow], max_tokens: int) -> list[list[TrainRow]]:

@@ -52,14 +52,22 @@ class OptimConfig:
     grad_checkpointing: bool = False
     """Recompute each layer's activations in the backward pass instead of storing them: far less
     memory per micro-batch token for about one more forward of compute."""
+    stage_steps: int = 0
+    """A first stage of this many steps at the constant `stage_lr` (a warm start); the warmup
+    and schedule run over the steps after it."""
+    stage_lr: float = 0.0
 
 
 def lr_lambda(cfg: OptimConfig, total_steps: int) -> Callable[[int], float]:
     def f(step: int) -> float:
+        if step < cfg.stage_steps:
+            return cfg.stage_lr / cfg.lr
+        step -= cfg.stage_steps
+        total = total_steps - cfg.stage_steps
         if cfg.warmup_steps and step < cfg.warmup_steps:
             return (step + 1) / cfg.warmup_steps
         if cfg.schedule == "cosine":
-            span = max(1, total_steps - cfg.warmup_steps)
+            span = max(1, total - cfg.warmup_steps)
             frac = min(1.0, (step - cfg.warmup_steps) / span)
             return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
         return 1.0

@@ -343,6 +343,89 @@ def gkd_jsd_topk(
     })
 
 
+# ----------------------------------------------------------------------------- section 4
+
+
+def grpo_k3(
+    logp_BT: torch.Tensor,
+    old_logp_BT: torch.Tensor,
+    teacher_logp_BT: torch.Tensor,
+    adv_BT: torch.Tensor,
+    mask_BT: torch.Tensor,
+    *,
+    kl_weight: float = 0.001,
+    clip_eps: float | None = 0.2,
+) -> LossOutput:
+    """Skill-SD: clipped GRPO on the env reward plus an importance-weighted k3 KL(S||T) term
+    (REFERENCES.md section 4).
+
+    ``logp_BT``: student logprob of the sampled token under the weights being trained (carries
+    the gradient). ``old_logp_BT``: the rollout sampler's logprob pi_old of that token.
+    ``teacher_logp_BT``: the (skill-conditioned) teacher's logprob of it, fixed data.
+    ``adv_BT``: the episode's GRPO advantage at every position of its row (fixed data). All
+    (B, T), position-aligned; ``old_logp_BT``, ``teacher_logp_BT`` and ``adv_BT`` are detached.
+
+    - Ratio ``r_t = exp(logp_t - old_logp_t)``, the same as ``rho_t = pi_theta / sg(pi_old)``.
+    - Policy term ``pg = -mean_t min(r_t A_t, clip(r_t, 1 - eps, 1 + eps) A_t)``;
+      ``clip_eps=None`` gives ``-mean_t r_t A_t``.
+    - ``l_t = logp_t - teacher_logp_t``, ``k3_t = exp(-l_t) - 1 + l_t >= 0`` (0 iff the student
+      and the teacher agree on the token), computed as ``expm1(-l) + l``.
+    - ``loss = pg + kl_weight * mean_t r_t k3_t``; both means over masked tokens. ``r_t`` in the
+      k3 term is not clipped, and the gradient reaches ``logp`` through both ``r_t`` and ``l_t``.
+
+    Metrics: ``loss/pg``; ``loss/k3`` (mean of r k3, the importance-weighted estimate of
+    KL(S||T)); ``loss/k3_raw`` (mean of k3); ``loss/ratio_mean``; ``loss/clip_frac`` (fraction of
+    tokens with |r - 1| > eps, 0 without clipping); ``loss/adv_abs_mean`` (mean |A|; 0 means the
+    step's groups carried no reward signal); ``loss/n_tokens``.
+    """
+    name = "grpo_k3"
+    sel_BT = _check_mask(mask_BT, name)
+    shape = tuple(mask_BT.shape)
+    _check_shape(name, "logp_BT", logp_BT, shape)
+    _check_shape(name, "old_logp_BT", old_logp_BT, shape)
+    _check_shape(name, "teacher_logp_BT", teacher_logp_BT, shape)
+    _check_shape(name, "adv_BT", adv_BT, shape)
+    if clip_eps is not None and not clip_eps > 0:
+        raise ValueError(f"{name}: clip_eps must be > 0 or None, got {clip_eps}")
+    if not (kl_weight >= 0 and math.isfinite(kl_weight)):
+        raise ValueError(f"{name}: kl_weight must be finite and >= 0, got {kl_weight}")
+
+    dtype = _compute_dtype(logp_BT.dtype)
+    w_BT = mask_BT.to(dtype)  # (B, T)
+    n_tok = w_BT.sum()
+    # masked_fill before any exp: garbage at masked positions can neither overflow nor NaN the grad.
+    new_BT = logp_BT.to(dtype).masked_fill(~sel_BT, 0.0)
+    old_BT = old_logp_BT.detach().to(dtype).masked_fill(~sel_BT, 0.0)
+    tea_BT = teacher_logp_BT.detach().to(dtype).masked_fill(~sel_BT, 0.0)
+    A_BT = adv_BT.detach().to(dtype).masked_fill(~sel_BT, 0.0)
+
+    ratio_BT = torch.exp(new_BT - old_BT)  # (B, T): r_t = rho_t, 1 where masked
+    obj_BT = ratio_BT * A_BT
+    if clip_eps is not None:
+        obj_BT = torch.minimum(obj_BT, ratio_BT.clamp(1.0 - clip_eps, 1.0 + clip_eps) * A_BT)
+        clip_frac_BT = ((ratio_BT.detach() - 1.0).abs() > clip_eps).to(dtype)
+    else:
+        clip_frac_BT = torch.zeros_like(w_BT)
+    pg = -(obj_BT * w_BT).sum() / n_tok
+
+    l_BT = new_BT - tea_BT  # (B, T): log pi_S - log pi_T, 0 where masked
+    k3_BT = torch.expm1(-l_BT) + l_BT  # (B, T) >= 0, 0 where masked
+    k3 = (ratio_BT * k3_BT * w_BT).sum() / n_tok
+    loss = pg + kl_weight * k3
+
+    with torch.no_grad():
+        sums = torch.stack([
+            (k3_BT * w_BT).sum(), (ratio_BT * w_BT).sum(), (clip_frac_BT * w_BT).sum(),
+            (A_BT.abs() * w_BT).sum(), n_tok, pg.detach(), k3.detach(),
+        ]).tolist()  # one device sync for all metrics
+    n = sums[4]
+    return LossOutput(loss, {
+        "loss/pg": sums[5], "loss/k3": sums[6], "loss/k3_raw": sums[0] / n,
+        "loss/ratio_mean": sums[1] / n, "loss/clip_frac": sums[2] / n,
+        "loss/adv_abs_mean": sums[3] / n, "loss/n_tokens": n,
+    })
+
+
 # ----------------------------------------------------------------------------- section 7
 
 

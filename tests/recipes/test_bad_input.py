@@ -39,6 +39,16 @@ BAD_TRAIN = [
     (["--steps", "0"], "must be >= 1"),
     (["--max-turns", "-2"], "max_turns must be >= 0"),
     (["--gkd-topk", "5"], "gkd_topk"),
+    (["--warm-start-steps", "-1"], "warm_start_steps must be >= 0"),
+    (["--warm-start-steps", "2", "--warm-start-from", "teacher"], "hf:<model> teacher"),
+    (["--curriculum", "backwards"], "curriculum 'backwards'"),
+    (["--curriculum", "f2b", "--teacher", "oracle", "--loss", "sft"], "use it with --loss reverse_kl_pg"),
+    (["--curriculum", "kl", "--teacher", "oracle"], "needs a logit teacher"),
+    (["--loss", "skill_sd", "--teacher", "oracle"], "use --teacher self"),
+    (["--loss", "skill_sd", "--group-size", "3"], "must be a multiple"),
+    (["--skill-writer", "gpt-9"], "use rules, self or hf:<model>"),
+    (["--teacher-temperature", "0"], "teacher_temperature must be > 0"),
+    (["--eval-stop-repeats", "-1"], "eval_stop_repeats must be >= 0"),
 ]
 
 
@@ -86,6 +96,7 @@ def test_unwritable_or_file_out(tmp_path):
     (["--split", "dev"], "use train or test"), (["--model", "hf:/no/such/model"], "does not exist"),
     (["--model", "vllm:x"], "not available yet"), (["--env", "agentopd/Clac-v0"], "Did you mean"),
     (["--temperature", "-1"], "temperature must be >= 0"), (["--dtype", "half"], "use auto, float32 or bfloat16"),
+    (["--stop-repeats", "-1"], "stop_repeats must be >= 0"),
 ])
 def test_bad_eval_input(args, phrase, tmp_path):
     base = {"--env": "agentopd/Calc-v0", "--model": "oracle"}

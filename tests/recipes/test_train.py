@@ -137,9 +137,11 @@ def test_every_learner_option_reaches_the_learner():
 
     changed = dict(lr=3e-4, weight_decay=0.1, warmup_steps=2, schedule="cosine", grad_clip=0.5,
                    max_tokens_per_micro=123, pack=False, autocast="bf16", grad_checkpointing=True)
-    assert set(changed) == {f.name for f in dataclasses.fields(OptimConfig)}
-    assert all(getattr(OptimConfig(), k) != v for k, v in changed.items())
-    assert TrainConfig(**changed).optim_config() == OptimConfig(**changed)
+    stage = dict(stage_steps=3, stage_lr=2e-4)  # the warm start's stage, under TrainConfig's names
+    assert set(changed) | set(stage) == {f.name for f in dataclasses.fields(OptimConfig)}
+    assert all(getattr(OptimConfig(), k) != v for k, v in (changed | stage).items())
+    got = TrainConfig(**changed, warm_start_steps=3, warm_start_lr=2e-4).optim_config()
+    assert got == OptimConfig(**changed, **stage)
 
 
 def test_device_defaults_resolve_before_the_learner():

@@ -27,7 +27,7 @@ name=$(echo "$ENV" | sed 's#agentopd/##; s#-v0##' | tr 'A-Z' 'a-z')
 root=benchmarks/out/agentic_methods/$name
 mkdir -p "$root"
 A=".venv/bin/agentopd"
-COMMON="--env $ENV --max-new-tokens $MAX_NEW --keep-checkpoints 1 --eval-every 0 --no-eval-at-start"
+COMMON="--env $ENV --max-new-tokens $MAX_NEW --keep-checkpoints 1 --eval-every 0 --no-eval-at-start --warm-start-steps 0"
 timed() { /usr/bin/time -a -o "$root/times.txt" -f "$1 wall_s=%e cpu_user_s=%U cpu_sys_s=%S max_rss_kb=%M" "${@:2}"; }
 final() { [ -f "$1/latest" ] && [ "$(cat "$1/latest")" = "step_$2" ]; }
 resume_flag() { [ -f "$1/latest" ] && echo "--resume" || true; }

@@ -30,7 +30,7 @@ name=$(echo "$ENV" | sed 's#agentopd/##; s#-v0##' | tr 'A-Z' 'a-z')
 root=benchmarks/out/opd_vs_sft/$name
 mkdir -p "$root"
 A=".venv/bin/agentopd"
-COMMON="--env $ENV --max-new-tokens $MAX_NEW --eval-n $EVAL_N --keep-checkpoints 1"
+COMMON="--env $ENV --max-new-tokens $MAX_NEW --eval-n $EVAL_N --keep-checkpoints 1 --warm-start-steps 0"
 timed() { /usr/bin/time -a -o "$root/times.txt" -f "$1 wall_s=%e cpu_s=%U max_rss_kb=%M" "${@:2}"; }
 
 # 0. the fresh student, once

@@ -32,7 +32,7 @@ RUNS: dict[str, list[str]] = {
     "dagger-oracle": ["--teacher", "oracle", "--loss", "dagger"],
     "dagger-oracle-diverged": ["--teacher", "oracle", "--loss", "dagger", "--dagger-only-diverged"],
 }
-COMMON = ["--steps", "2", "--episodes-per-step", "4", "--max-new-tokens", "16", "--eval-every", "2",
+COMMON = ["--warm-start-steps", "0", "--steps", "2", "--episodes-per-step", "4", "--max-new-tokens", "16", "--eval-every", "2",
           "--eval-n", "4", "--ckpt-every", "2", "--max-context-tokens", "2048", "--seed", "3", "--lr", "1e-3"]
 
 

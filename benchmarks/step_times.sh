@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 LABEL=${1:?label, e.g. before or after}
 OUT=benchmarks/out/step_times/$LABEL
-COMMON=(--steps 2 --episodes-per-step 8 --eval-every 0 --no-eval-at-start --ckpt-every 100 --seed 0)
+COMMON=(--steps 2 --episodes-per-step 8 --eval-every 0 --no-eval-at-start --ckpt-every 100 --seed 0 --warm-start-steps 0 --lr 5e-5)
 run() {  # name, then train flags
   local name=$1; shift
   rm -rf "$OUT/$name"

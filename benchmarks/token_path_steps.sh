@@ -9,7 +9,7 @@ LABEL=${1:?label, e.g. before or after}
 CODE=${2:-$PWD}
 OUT=$PWD/benchmarks/out/token_path_steps/$LABEL
 PY=$PWD/.venv/bin/python
-COMMON=(--steps 2 --eval-every 0 --no-eval-at-start --ckpt-every 100 --seed 0)
+COMMON=(--steps 2 --eval-every 0 --no-eval-at-start --ckpt-every 100 --seed 0 --warm-start-steps 0 --lr 5e-5)
 mkdir -p "$OUT"
 run() {  # name, then agentopd arguments
   local name=$1; shift

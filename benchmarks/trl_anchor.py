@@ -149,7 +149,7 @@ def agentopd_steps(model: str, steps: int, out: Path) -> tuple[list[dict], float
            "--student", spec, "--teacher", spec, "--steps", steps, "--episodes-per-step", BATCH,
            "--max-new-tokens", NEW_TOKENS, "--max-turns", 1, "--temperature", TEMPERATURE,
            "--gkd-beta", BETA, "--gkd-temperature", TEMPERATURE, "--gkd-lambda", 1.0,
-           "--eval-every", 0, "--no-eval-at-start", "--seed", SEED, "--device", "cpu", "--out", run_dir]
+           "--eval-every", 0, "--no-eval-at-start", "--warm-start-steps", 0, "--lr", 5e-5, "--seed", SEED, "--device", "cpu", "--out", run_dir]
     wall = run_logged([str(c) for c in cmd], out / "agentopd.log")
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     keys = ("time/rollout_s", "time/teacher_s", "time/learner_s")

@@ -13,7 +13,8 @@ from agentopd.training.learner import OptimConfig, lr_lambda
 
 def _cfg(tiny_dir, out, **kw):
     base = dict(student=f"hf:{tiny_dir}", steps=2, episodes_per_step=2, out=str(out), max_new_tokens=8,
-                eval_every=100, eval_n=2, ckpt_every=100, max_context_tokens=2048)
+                eval_every=100, eval_n=2, ckpt_every=100, max_context_tokens=2048, warm_start_steps=0,
+                warm_start_episodes=0)
     return TrainConfig(**{**base, **kw})
 
 

@@ -58,7 +58,7 @@ def test_gkd_calls_the_teacher_once_per_step(tmp_path, tokenizer, monkeypatch):
     monkeypatch.setattr(local, "logits_at", lambda *a, **k: calls.append(1) or real(*a, **k))
     cfg = TrainConfig(student=f"hf:{dirs[0]}", teacher=f"hf:{dirs[1]}", loss="gkd", steps=2, episodes_per_step=2,
                       max_new_tokens=8, eval_every=0, ckpt_every=2, out=str(tmp_path / "run"),
-                      max_context_tokens=2048)
+                      max_context_tokens=2048, warm_start_steps=0)
     last = run_train(cfg)
     assert "loss/jsd" in last
     assert len(calls) == 2  # one scoring forward per step; the learner reads its log-probs

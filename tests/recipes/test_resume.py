@@ -22,13 +22,13 @@ STEPS = 3
 def _args(tiny_dir, out):
     return ["train", "--student", f"hf:{tiny_dir}", "--teacher", "oracle", "--loss", "dagger", "--steps", str(STEPS),
             "--episodes-per-step", "2", "--max-new-tokens", "8", "--eval-every", "0", "--ckpt-every", "1",
-            "--keep-checkpoints", "3", "--lr", "1e-3", "--max-context-tokens", "2048", "--out", str(out)]
+            "--keep-checkpoints", "3", "--lr", "1e-3", "--max-context-tokens", "2048", "--warm-start-steps", "0", "--out", str(out)]
 
 
 def _cfg(tiny_dir, out, **kw):
     base = dict(student=f"hf:{tiny_dir}", teacher="oracle", loss="dagger", steps=STEPS, episodes_per_step=2,
                 max_new_tokens=8, eval_every=0, ckpt_every=1, keep_checkpoints=3, lr=1e-3,
-                max_context_tokens=2048, out=str(out))
+                max_context_tokens=2048, out=str(out), warm_start_steps=0)
     return TrainConfig(**{**base, **kw})
 
 

@@ -20,7 +20,7 @@ from agentopd.recipes.common import train_env_factory
 
 def _cfg(tiny_dir, out, **kw):
     base = dict(student=f"hf:{tiny_dir}", steps=2, episodes_per_step=2, out=str(out), max_new_tokens=8,
-                eval_every=2, eval_n=2, ckpt_every=1, max_context_tokens=2048)
+                eval_every=2, eval_n=2, ckpt_every=1, max_context_tokens=2048, warm_start_steps=0)
     return TrainConfig(**{**base, **kw})
 
 
@@ -82,7 +82,7 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_one(tiny_dir, tmp_path)
     cmd = [sys.executable, "-m", "agentopd.cli", "train", "--student", f"hf:{tiny_dir}", "--teacher", "oracle",
            "--loss", "dagger", "--steps", "3", "--episodes-per-step", "2", "--max-new-tokens", "8",
            "--eval-every", "0", "--ckpt-every", "1", "--lr", "1e-3", "--max-context-tokens", "2048",
-           "--out", str(run)]
+           "--warm-start-steps", "0", "--out", str(run)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240
     while not (run / "latest").exists() and time.time() < deadline and proc.poll() is None:

@@ -69,16 +69,78 @@ def _per_turn_success(run: Path, rows: list[dict]) -> Path | None:
     if not with_curve:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
-    for label, r in (("start (step %d)" % with_curve[0]["step"], with_curve[0]),
-                     ("end (step %d)" % with_curve[-1]["step"], with_curve[-1])):
+    warm = _warm_steps(run)
+    for r in with_curve if prefix == "eval_turn" else [with_curve[0], with_curve[-1]]:
         ts = [t for t in t_on if f"{prefix}/{t}/on_track" in r]
-        ax.plot(ts, [r[f"{prefix}/{t}/on_track"] for t in ts], marker="o", label=label)
+        ax.plot(ts, [r[f"{prefix}/{t}/on_track"] for t in ts], marker="o", label=_stage(r["step"], warm))
     ax.set_xlabel("assistant turn t")
     ax.set_ylabel("fraction still on track")
     ax.set_ylim(0, 1.05)
     ax.set_title(("held-out" if prefix == "eval_turn" else "training rollouts") + ": per-turn success")
     ax.legend()
     return _save(fig, run / "per_turn_success.png")
+
+
+def _warm_steps(run: Path) -> int:
+    cfg = json.loads((run / "config.json").read_text()) if (run / "config.json").exists() else {}
+    return int(cfg.get("warm_start_steps", 0))
+
+
+def _stage(step: int, warm: int) -> str:
+    if step == 0:
+        return "start (step 0)"
+    return f"after the warm start (step {step})" if step == warm else f"step {step}"
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of k successes in n."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = k / n
+    mid, half = (p + z * z / (2 * n)), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return ((mid - half) / (1 + z * z / n), (mid + half) / (1 + z * z / n))
+
+
+def two_proportion_z(k1: int, n1: int, k2: int, n2: int) -> float:
+    """z of the difference k2/n2 - k1/n1 (pooled standard error)."""
+    p = (k1 + k2) / (n1 + n2)
+    se = math.sqrt(p * (1 - p) * (1 / n1 + 1 / n2)) if 0 < p < 1 else 0.0
+    return (k2 / n2 - k1 / n1) / se if se else 0.0
+
+
+def _held_out(rows: list[dict], warm: int) -> list[str]:
+    """Held-out success per eval with intervals, first vs last z, and where per turn it moved."""
+    evals = [r for r in rows if r.get("eval/success") is not None and r.get("eval/episodes")]
+    if not evals:
+        return []
+    turns = _turn_keys(evals, "eval_turn", "on_track")[:6]
+    lines = ["", "## Held-out evals", "",
+             "| step | stage | success | 95% interval | " + " | ".join(f"on track after turn {t}" for t in turns)
+             + " | stop: loop |", "|---" * (5 + len(turns)) + "|"]
+    for r in evals:
+        n = int(r["eval/episodes"] - r.get("eval/infra_errors", 0))
+        k = round(r["eval/success"] * n)
+        lo, hi = wilson(k, n)
+        cells = [f"{v:.2f}" if (v := r.get(f"eval_turn/{t}/on_track")) is not None else "-" for t in turns]
+        lines.append(f"| {r['step']} | {_stage(r['step'], warm)} | {k}/{n} = {r['eval/success']:.3f} | "
+                     f"[{lo:.2f}, {hi:.2f}] | " + " | ".join(cells) + f" | {r.get('eval_stop/loop', 0.0):.2f} |")
+    if len(evals) > 1:
+        a, b = evals[0], evals[-1]
+        na, nb = (int(x["eval/episodes"] - x.get("eval/infra_errors", 0)) for x in (a, b))
+        z = two_proportion_z(round(a["eval/success"] * na), na, round(b["eval/success"] * nb), nb)
+        lines += ["", f"First vs last held-out eval: {a['eval/success']:.3f} -> {b['eval/success']:.3f}, "
+                  f"two-proportion z = {z:.2f} ({'beyond' if abs(z) >= 2 else 'within'} noise at |z| >= 2)."]
+        pairs = [(a, b)] + [(w, b) for w in evals if w["step"] == warm and 0 < warm < b["step"]]
+        def on(r: dict, t: int) -> float:  # no episode reached turn t: each counts as its final success
+            return r.get(f"eval_turn/{t}/on_track", r["eval/success"])
+
+        for x, y in pairs:
+            moved = [(on(y, t) - on(x, t), t) for t in turns]
+            if moved:
+                d, t = max(moved, key=lambda m: abs(m[0]))
+                lines.append(f"Step {x['step']} -> {y['step']}: the largest per-turn change is after turn {t} "
+                             f"({on(x, t):.2f} -> {on(y, t):.2f} of episodes still on track, {d:+.2f}).")
+    return lines
 
 
 def _learning_curves(run: Path, rows: list[dict]) -> Path | None:
@@ -121,9 +183,7 @@ def _summary(run: Path, rows: list[dict], plots: list[Path]) -> Path:
         if f is not None or la is not None:
             fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
             lines.append(f"| {k} | {fmt(f)} | {fmt(la)} |")
-    evals = [r for r in rows if r.get("eval/success") is not None]
-    if evals:
-        lines += ["", "Held-out success by step: " + ", ".join(f"{r['step']}: {r['eval/success']:.2f}" for r in evals)]
+    lines += _held_out(rows, _warm_steps(run))
     lines += [""] + [f"![{p.stem}]({p.name})" for p in plots]
     md = run / "report.md"
     md.write_text("\n".join(lines) + "\n")

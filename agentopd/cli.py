@@ -51,8 +51,8 @@ def eval_cmd(
                           "one of K samples of a task succeeds; K > 1 needs --temperature > 0."),
     samples: int = typer.Option(0, help="Samples (episodes) per task, >= K (0 = K); more than K lowers the "
                                 "variance of pass@K."),
-    stop_repeats: int = typer.Option(3, help="End an episode whose last N turns made the same tool calls "
-                                     "(stop reason 'loop'); 0 = never."),
+    stop_repeats: int = typer.Option(3, help="End an episode once it has made the same tool call (name and "
+                                     "arguments) N times (stop reason 'loop'); 0 = never."),
 ) -> None:
     """Benchmark an agent on a released task split: success, per-turn success, tool errors."""
     from agentopd.recipes.eval import EvalConfig, run_eval

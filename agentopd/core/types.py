@@ -21,8 +21,8 @@ class StopReason(str, enum.Enum):
     TOKEN_LIMIT = "token_limit"
     """The episode's token budget (context) ran out."""
     LOOP = "loop"
-    """The agent made the same tool calls in `RolloutConfig.stop_repeats` turns in a row (held-out
-    evals stop a looping student instead of paying for its whole turn budget)."""
+    """The agent made the same tool call `RolloutConfig.stop_repeats` times (held-out evals stop a
+    looping student instead of paying for its whole turn budget)."""
     WINDOW = "window"
     """A curriculum's turn window ended the episode (TCOD f2b): the student acted its W turns."""
     ERROR = "error"

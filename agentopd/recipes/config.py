@@ -142,8 +142,8 @@ class TrainConfig:
     eval_temperature: float = 0.0
     """Eval sampling temperature (0 = greedy)."""
     eval_stop_repeats: int = 3
-    """Held-out evals end an episode whose last K turns made the same tool calls (stop reason
-    ``loop``, counted in ``stop/loop``); 0 = never. A looping student otherwise spends its whole
+    """Held-out evals end an episode once it has made the same tool call (name and arguments) K
+    times (stop reason ``loop``, counted in ``stop/loop``); 0 = never. A looping student otherwise spends its whole
     turn budget: 7 minutes an eval on calc."""
     ckpt_every: int = 5
     """Checkpoint every K steps (and after the last)."""

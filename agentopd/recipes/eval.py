@@ -41,7 +41,7 @@ class EvalConfig:
     continuous_batching: bool = True
     """An episode's next turn joins the batch as soon as its env answers."""
     stop_repeats: int = 3
-    """End an episode whose last K turns made the same tool calls (stop reason ``loop``); 0 = never."""
+    """End an episode once it has made the same tool call K times (stop reason ``loop``); 0 = never."""
     device: str = "cpu"
     dtype: str = "auto"
     """Compute dtype: auto (bf16 on CUDA and on a CPU with native bf16 units where it measures

@@ -44,8 +44,8 @@ class RolloutConfig:
     record_skill_card: bool = False
     """Record each task's skill card at reset (`Episode.skill_card`, for the ``self`` teacher)."""
     stop_repeats: int = 0
-    """End an episode (``StopReason.LOOP``) once its last `stop_repeats` turns made the same tool
-    calls (0 = never; held-out evals use 3)."""
+    """End an episode (``StopReason.LOOP``) once it has made the same tool call (name and
+    arguments) in `stop_repeats` turns (0 = never; held-out evals use 3)."""
     max_student_turns: int = 0
     """End an episode (``StopReason.WINDOW``) after the student's W-th turn (TCOD's f2b window;
     0 = the env's own budget). Replayed turns do not count."""
@@ -190,13 +190,20 @@ def _replay_oracle(ep: _Live, k: int, tokenizer, cfg: RolloutConfig) -> None:
         _record(ep, s, span, res, text, cfg, replayed=True)
 
 
-def _same_calls(turns: Sequence[TurnRecord]) -> bool:
-    """Whether every turn made the same, non-empty, tool calls."""
-    def calls(t: TurnRecord) -> tuple:
-        return tuple((c.name, json.dumps(c.arguments, sort_keys=True, default=str), c.raw if c.parse_error else "")
-                     for c in t.tool_calls)
-    first = calls(turns[0])
-    return bool(first) and all(calls(t) == first for t in turns[1:])
+def _call_key(c) -> tuple:
+    return c.name, json.dumps(c.arguments, sort_keys=True, default=str), c.raw if c.parse_error else ""
+
+
+def _repeats(turns: Sequence[TurnRecord], n: int) -> bool:
+    """Whether the last turn made a tool call that the episode has now made `n` times."""
+    last = {_call_key(c) for c in turns[-1].tool_calls}
+    if not last:
+        return False
+    seen: dict[tuple, int] = {}
+    for t in turns:
+        for key in {_call_key(c) for c in t.tool_calls}:
+            seen[key] = seen.get(key, 0) + 1
+    return any(seen[k] >= n for k in last)
 
 
 def _record(ep: _Live, s: Sample, span: tuple[int, int, str], res, expert: str | None, cfg: RolloutConfig,
@@ -221,7 +228,7 @@ def _record(ep: _Live, s: Sample, span: tuple[int, int, str], res, expert: str |
         ep.stop, ep.success = ti.stop_reason or StopReason.DONE, bool(ti.success)
     elif truncated:
         ep.stop = StopReason.TURN_LIMIT
-    elif n and len(ep.turns) >= n and _same_calls(ep.turns[-n:]):
+    elif n and len(ep.turns) >= n and _repeats(ep.turns, n):
         ep.stop = StopReason.LOOP
     elif cfg.max_student_turns and sum(not t.replayed for t in ep.turns) >= cfg.max_student_turns:
         ep.stop = StopReason.WINDOW

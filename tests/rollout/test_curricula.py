@@ -31,6 +31,9 @@ def test_same_tool_call_three_times_stops_the_episode(tokenizer):
     calls = [format_tool_call("calculator", {"expression": f"{i} + 1"}) for i in range(12)]
     (ep,) = run_episodes(CALC, ScriptedPolicy(tokenizer, calls), [0], [0], cfg)  # different calls are no loop
     assert ep.stop_reason == StopReason.TURN_LIMIT
+    other = format_tool_call("calculator", {"expression": "2 + 2"})
+    (ep,) = run_episodes(CALC, ScriptedPolicy(tokenizer, [CALL, other, CALL, other, CALL]), [0], [0], cfg)
+    assert ep.stop_reason == StopReason.LOOP and ep.num_turns == 5  # the third 1 + 1, not in a row
 
 
 def test_window_cuts_the_episode_after_w_student_turns(tokenizer):

@@ -8,7 +8,9 @@
 # Every stage is skipped when its output exists and resumes from its checkpoint when it was
 # killed, so the benchmark can be split across sessions: rerun the same command.
 # Sizes (env vars): TEACHER_STEPS (20) x TEACHER_EPISODES (16) oracle demos at TEACHER_LR (1e-4);
-# WARM_STEPS (3) x EPISODES (8) oracle demos at WARM_LR (1e-4) for the shared student; then
+# WARM_STEPS (5) x WARM_EPISODES (16) oracle demos at WARM_LR (1e-4) for the shared student (the
+# main job's warm start: the held-out eval of a 3 x 8 warm start had not finished after 12
+# minutes, 4 for the teacher's); then
 # STEPS (8) updates of EPISODES (8) at LR (5e-5) per method; MAX_NEW (64) tokens a turn;
 # MAX_TURNS (6) turns a training episode; EVAL_N (100) held-out tasks, greedy; PASSK (4): also
 # pass@1/pass@K at temperature 1 with PASSK samples a task (0 skips it); GKD_BETA (0.1);
@@ -19,7 +21,7 @@ ENV=${1:-agentopd/Calc-v0}
 SEEDS=${2:-0}
 METHODS=${3:-"sft reverse_kl_pg gkd dagger tcod_f2b tcod_b2f tcod_kl skill_sd cold_reverse_kl_pg"}
 TEACHER_STEPS=${TEACHER_STEPS:-20}; TEACHER_EPISODES=${TEACHER_EPISODES:-16}; TEACHER_LR=${TEACHER_LR:-1e-4}
-WARM_STEPS=${WARM_STEPS:-3}; WARM_LR=${WARM_LR:-1e-4}
+WARM_STEPS=${WARM_STEPS:-5}; WARM_EPISODES=${WARM_EPISODES:-16}; WARM_LR=${WARM_LR:-1e-4}
 STEPS=${STEPS:-8}; EPISODES=${EPISODES:-8}; LR=${LR:-5e-5}
 MAX_NEW=${MAX_NEW:-64}; MAX_TURNS=${MAX_TURNS:-6}; EVAL_N=${EVAL_N:-100}; PASSK=${PASSK:-4}
 GKD_BETA=${GKD_BETA:-0.1}; CURRICULUM_EVERY=${CURRICULUM_EVERY:-2}; KL_THRESHOLD=${KL_THRESHOLD:-0.2}
@@ -51,8 +53,8 @@ PASSK=0 evaluate "$T/step_$TEACHER_STEPS" "$T"
 # 2. The shared warm-started student: WARM_STEPS of SFT on oracle demonstrations.
 W=$root/warm
 if ! final "$W" "$WARM_STEPS"; then
-  timed "warm" $A train $COMMON --teacher oracle --loss sft --steps "$WARM_STEPS" --episodes-per-step "$EPISODES" \
-      --lr "$WARM_LR" --seed 99 --out "$W" $(resume_flag "$W")
+  timed "warm" $A train $COMMON --teacher oracle --loss sft --steps "$WARM_STEPS" --episodes-per-step "$WARM_EPISODES" \
+      --lr "$WARM_LR" --seed 0 --out "$W" $(resume_flag "$W")
 fi
 evaluate "$W/step_$WARM_STEPS" "$W"
 [ -f "$root/base/eval/summary.json" ] || PASSK=0 evaluate smollm2-135m "$root/base"

@@ -33,7 +33,8 @@ def _user_errors():
 @app.command("eval")
 def eval_cmd(
     env: str = typer.Option(..., help="Env id (agentopd/Calc-v0), module:EnvId, or class:pkg.module:Class."),
-    model: str = typer.Option("hf:smollm2-135m", help="hf:<name-or-path> or 'oracle'."),
+    model: str = typer.Option("hf:smollm2-135m", help="hf:<name-or-path>, openai:<model>@<base_url> (a served "
+                              "model: vLLM or agentopd serve), or 'oracle'."),
     split: str = typer.Option("test", help="Task split: train or test."),
     n: Optional[int] = typer.Option(None, help="Evaluate the first N tasks (default: all)."),  # noqa: UP045
     seed: int = typer.Option(0, help="Sampling and env seed."),
@@ -193,6 +194,28 @@ def doctor_cmd() -> None:
     console.print(f"--dtype auto on cpu: {dtype_name(resolve_dtype('auto', 'cpu'))} (small-model matmuls: fp32 "
                   f"{t['float32'] * 1e3:.0f} ms, bf16 {t['bfloat16'] * 1e3:.0f} ms"
                   + ("" if bf16 else "; without native units bf16 is never chosen") + ")")
+
+
+@app.command("serve")
+def serve_cmd(
+    model: str = typer.Option("hf:smollm2-135m", help="hf:<name-or-path> to serve."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, help="Port."),
+    name: Optional[str] = typer.Option(None, help="Model name clients use (default: the spec's name)."),  # noqa: UP045
+    max_logprobs: int = typer.Option(20, help="Largest top-k of logprobs and prompt_logprobs a request may ask for."),
+    dtype: str = typer.Option("auto", help="auto, float32 or bfloat16."),
+    allow_faults: bool = typer.Option(False, help="Enable POST /admin/faults (scripted 429/500/slow/malformed/down "
+                                      "replies, for testing clients)."),
+) -> None:
+    """Serve a transformers model over an OpenAI-compatible API (completions with token ids and vLLM's
+    prompt_logprobs, chat, /tokenize): a local teacher or student server for tests and small runs."""
+    try:
+        from agentopd.inference.server import serve
+    except ImportError as e:
+        console.print(f"[red]error:[/] agentopd serve needs {e.name}: pip install 'agentopd[serve]'")
+        raise typer.Exit(2) from None
+    with _user_errors():
+        serve(model, host=host, port=port, name=name, dtype=dtype, max_logprobs=max_logprobs, allow_faults=allow_faults)
 
 
 @app.command("report")

@@ -24,6 +24,7 @@ from agentopd.core.types import Episode, StopReason
 from agentopd.envs.registry import env_attr, make_env, resolve_env_id
 from agentopd.inference.hf import HFPolicy
 from agentopd.inference.models import check_model_name, load_causal_lm, load_tokenizer, parse_spec
+from agentopd.inference.openai_client import ServedError
 from agentopd.inference.sampling import Policy, SamplingParams
 from agentopd.metrics.episodes import eval_metrics
 from agentopd.metrics.sinks import MetricsLogger, repair_metrics
@@ -38,6 +39,7 @@ from agentopd.rollout.tasks import (
     TaskSampler,
     UniformTasks,
 )
+from agentopd.teachers.base import TeacherError
 from agentopd.teachers.check import identical_signal
 from agentopd.teachers.factory import build_teacher
 from agentopd.training.checkpoint import find_checkpoint, has_checkpoints
@@ -132,7 +134,15 @@ class Run:
         with Progress(TextColumn("[bold]train[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=self.console) as bar:
             self._bar, self._job = bar, bar.add_task("", total=cfg.total_steps(), completed=self.start_step)
-            yield iter(range(self.start_step, cfg.total_steps()))
+            try:
+                yield iter(range(self.start_step, cfg.total_steps()))
+            except ServedError as e:  # the teacher stopped answering or its budget is spent
+                ckpt = self.learner.save(self.dir, self.tokenizer, extra={"config": dataclasses.asdict(cfg),
+                                                                          **self.extra_state()},
+                                         keep=cfg.keep_checkpoints)
+                self.logger.close()
+                raise UserError(f"the teacher stopped the run: {e}. Checkpoint {ckpt} holds the last finished "
+                                f"step ({self.learner.step_count}); rerun with --resume to continue") from None
         self.logger.close()
 
     def end_step(self, step: int, metrics: dict[str, float], times: list[float],
@@ -144,6 +154,8 @@ class Run:
         t0, t1, t2, t3 = times
         metrics |= {"time/rollout_s": t1 - t0, "time/teacher_s": t2 - t1, "time/learner_s": t3 - t2,
                     "time/peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        if hasattr(self.teacher, "metrics"):  # a served teacher's requests, retries, cache hits, cost
+            metrics |= self.teacher.metrics()
         if torch.cuda.is_available():
             metrics["time/cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
         done, total = step + 1, cfg.total_steps()
@@ -247,7 +259,14 @@ def start(cfg: TrainConfig, console: Console | None = None) -> Run:
     policy = HFPolicy(model, tok, dtype=getattr(torch, dtype))
     teacher = _load("teacher", build_teacher, cfg.teacher, model, tok, device=cfg.teacher_device or cfg.device,
                     only_diverged=cfg.dagger_only_diverged, dtype=dtype, max_tokens=cfg.micro_tokens(),
-                    temperature=cfg.teacher_temperature)
+                    temperature=cfg.teacher_temperature, served=cfg.served_options(str(run)))
+    if hasattr(teacher, "negotiate"):  # a served teacher: what the server gives, before any step
+        try:
+            caps = teacher.negotiate(cfg.needs(), cfg.gkd_topk, cfg.gkd_temperature if cfg.gkd_topk else 1.0)
+        except TeacherError as e:
+            raise UserError(str(e)) from None
+        console.print(f"teacher server: prompt logprobs {'yes' if caps.prompt_logprobs else 'no'}"
+                      f", completions {'yes' if caps.completions else 'no'}, chat {'yes' if caps.chat else 'no'}")
     learner = Learner(model, cfg.optim_config(), cfg.total_steps(), pad_id=tok.pad_token_id or 0)
     extra: dict[str, Any] = {}
     if ckpt is not None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from agentopd.core.capabilities import Signal, expand
 from agentopd.inference.models import parse_spec
-from agentopd.teachers.factory import teacher_kind, teachers_giving
+from agentopd.teachers.factory import ServedOptions, teacher_kind, teachers_giving
 from agentopd.training.learner import OptimConfig
 from agentopd.training.objectives import GKD, CrossEntropy, GKDTopK, ReverseKLPG, SkillSD
 
@@ -26,7 +26,8 @@ class TrainConfig:
     """Student model spec (hf:<name-or-path>); the default is the embedded SmolLM2-135M-Instruct."""
     teacher: str = "self"
     """self (student + skill card; the default, chosen by benchmarks/default_teacher.sh),
-    oracle (the env's expert, DAgger), or hf:<model>."""
+    oracle (the env's expert, DAgger), hf:<model>, or openai:<model>@<base_url> (a served model:
+    prompt logprobs when the server gives them, else text relabels; probed before the first step)."""
     loss: str = "auto"
     """reverse_kl_pg | gkd | sft | dagger | skill_sd; auto = dagger for the oracle, reverse_kl_pg
     otherwise."""
@@ -153,6 +154,26 @@ class TrainConfig:
     """Student device: cpu | cuda."""
     teacher_device: str = ""
     """Teacher device (default: the student's)."""
+    teacher_timeout_s: float = 60.0
+    """Served teacher: seconds per request before it counts as a timeout (and is retried)."""
+    teacher_max_retries: int = 6
+    """Served teacher: retries of a request on 429, 5xx, timeouts and malformed replies (exponential
+    backoff with jitter, the server's Retry-After honoured); then the run stops with a checkpoint."""
+    teacher_concurrency: int = 8
+    """Served teacher: requests in flight at once."""
+    teacher_max_requests: int = 0
+    """Served teacher: the run's request budget (0 = unlimited); spent, the run stops with a checkpoint."""
+    teacher_max_tokens: int = 0
+    """Served teacher: the run's token budget, prompt + completion (0 = unlimited)."""
+    teacher_price_in: float = 0.0
+    """Served teacher: US dollars per million prompt tokens (for teacher/cost_usd)."""
+    teacher_price_out: float = 0.0
+    """Served teacher: US dollars per million completion tokens."""
+    teacher_cache: bool = True
+    """Served teacher: keep every reply in RUN/teacher_cache.sqlite, keyed by the exact request, so
+    a resumed run does not pay twice."""
+    teacher_api_key_env: str = "OPENAI_API_KEY"
+    """Served teacher: the environment variable holding the API key (none needed for a local server)."""
     sandbox: str = "auto"
     """Tool-code sandbox: auto (the strongest this machine allows; `agentopd doctor` says which)
     or strict (refuse to run model-written code without namespaces)."""
@@ -161,6 +182,14 @@ class TrainConfig:
         if self.loss != "auto":
             return self.loss
         return "dagger" if self.teacher == "oracle" else "reverse_kl_pg"
+
+    def served_options(self, run_dir: str) -> ServedOptions:
+        """How this run talks to a served teacher."""
+        return ServedOptions(self.teacher_timeout_s, self.teacher_max_retries, self.teacher_concurrency,
+                             self.teacher_max_requests, self.teacher_max_tokens, self.teacher_price_in,
+                             self.teacher_price_out,
+                             f"{run_dir}/teacher_cache.sqlite" if self.teacher_cache else None,
+                             self.teacher_api_key_env, self.max_new_tokens)
 
     def optim_config(self) -> OptimConfig:
         """The learner's settings (by name: the two dataclasses order their fields differently)."""
@@ -238,6 +267,9 @@ class TrainConfig:
         if self.warm_start_from == "teacher" and self.warm_start_steps and not self.teacher.startswith("hf:"):
             raise ValueError("warm_start_from teacher needs an hf:<model> teacher to play demonstrations; "
                              "use --warm-start-from oracle")
+        if self.teacher.startswith("openai:") and self.teacher_temperature != 1.0:
+            raise ValueError("a served teacher's prompt logprobs are at temperature 1: use --teacher-temperature 1 "
+                             "with openai:<model>@<base_url>")
         if parse_spec(self.student).backend != "hf":
             raise ValueError("the learner trains an hf:<model> student")
         self._check_ranges()
@@ -282,6 +314,12 @@ class TrainConfig:
             (self.eval_stop_repeats >= 0, "eval_stop_repeats must be >= 0 (0 = never stop a repeating episode)"),
             (self.ckpt_every >= 1, "ckpt_every must be >= 1"),
             (self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1"),
+            (self.teacher_timeout_s > 0, "teacher_timeout_s must be > 0"),
+            (self.teacher_max_retries >= 0, "teacher_max_retries must be >= 0"),
+            (self.teacher_concurrency >= 1, "teacher_concurrency must be >= 1"),
+            (self.teacher_max_requests >= 0, "teacher_max_requests must be >= 0 (0 = unlimited)"),
+            (self.teacher_max_tokens >= 0, "teacher_max_tokens must be >= 0 (0 = unlimited)"),
+            (self.teacher_price_in >= 0 and self.teacher_price_out >= 0, "teacher prices must be >= 0"),
             (self.sandbox in ("auto", "strict"), f"sandbox {self.sandbox!r}: use auto or strict"),
             (_device_ok(self.device), f"device {self.device!r}: use cpu, cuda or cuda:<index>"),
             (not self.teacher_device or _device_ok(self.teacher_device),

@@ -11,7 +11,7 @@ from typing import Any
 
 from agentopd.core.capabilities import Signal, SignalRequest
 from agentopd.core.rows import TrainRow
-from agentopd.core.types import Episode
+from agentopd.core.types import Episode, TurnRecord
 from agentopd.teachers.base import TeacherError
 
 TEXT = SignalRequest(Signal.TEXT)
@@ -32,7 +32,6 @@ class OracleTeacher:
         if request.kind != Signal.TEXT:
             raise TeacherError(f"the oracle gives text relabels, not {request.kind.value}")
         rows = []
-        eos = self.tokenizer.eos_token_id
         for i, ep in enumerate(episodes):
             for t in ep.turns:
                 if self.only_diverged and t.oracle_ok:
@@ -40,11 +39,15 @@ class OracleTeacher:
                 if t.oracle_action is None:
                     raise TeacherError(f"env {ep.env_id or '?'} gave no oracle_action in its step info "
                                        f"(task {ep.task_id}, turn {t.index}): DAgger needs an env with an oracle")
-                target = self.tokenizer.encode(t.oracle_action, add_special_tokens=False) + [eos]
-                prefix = ep.token_ids[: t.start]
-                n = len(prefix) + len(target)
-                rows.append(TrainRow(
-                    tuple(prefix) + tuple(target), (0,) * len(prefix) + (1,) * len(target),
-                    (0.0,) * n, (-1,) * len(prefix) + (t.index,) * len(target), episode=i,
-                ))
+                rows.append(text_row(self.tokenizer, ep, i, t, t.oracle_action))
         return rows
+
+
+def text_row(tokenizer, ep: Episode, index: int, turn: TurnRecord, target: str) -> TrainRow:
+    """A relabelled turn as a row: the student's own prefix up to `turn`, then `target` (and the
+    end-of-turn token) as the only training targets."""
+    ids = tokenizer.encode(target, add_special_tokens=False) + [tokenizer.eos_token_id]
+    prefix = ep.token_ids[: turn.start]
+    n = len(prefix) + len(ids)
+    return TrainRow(tuple(prefix) + tuple(ids), (0,) * len(prefix) + (1,) * len(ids), (0.0,) * n,
+                    (-1,) * len(prefix) + (turn.index,) * len(ids), episode=index)

@@ -54,6 +54,10 @@ def eval_cmd(
                                 "variance of pass@K."),
     stop_repeats: int = typer.Option(3, help="End an episode once it has made the same tool call (name and "
                                      "arguments) N times (stop reason 'loop'); 0 = never."),
+    renderer: str = typer.Option("auto", help="Chat format: auto (the tokenizer's family, else its HF template), "
+                                 "qwen3, qwen3-nothink, qwen2.5, llama3, smollm, chatml or hf."),
+    tool_format: str = typer.Option("hermes", help="Tool-call format the env asks for and parses: hermes or "
+                                    "llama3_json."),
 ) -> None:
     """Benchmark an agent on a released task split: success, per-turn success, tool errors."""
     from agentopd.recipes.eval import EvalConfig, run_eval
@@ -61,7 +65,7 @@ def eval_cmd(
     cfg = EvalConfig(env=env, model=model, split=split, n=n, seed=seed, out=out, temperature=temperature,
                      max_new_tokens=max_new_tokens, batch_size=batch_size, device=device, dtype=dtype,
                      continuous_batching=continuous_batching, sandbox=sandbox, k=k, samples=samples,
-                     stop_repeats=stop_repeats)
+                     stop_repeats=stop_repeats, renderer=renderer, tool_format=tool_format)
     with _user_errors():
         run_eval(cfg, console)
 
@@ -206,6 +210,8 @@ def serve_cmd(
     dtype: str = typer.Option("auto", help="auto, float32 or bfloat16."),
     allow_faults: bool = typer.Option(False, help="Enable POST /admin/faults (scripted 429/500/slow/malformed/down "
                                       "replies, for testing clients)."),
+    tool_call_parser: Optional[str] = typer.Option(None, help="hermes: chat replies carry their <tool_call> "  # noqa: UP045
+                                                   "blocks as structured tool_calls (as vLLM's parser does)."),
 ) -> None:
     """Serve a transformers model over an OpenAI-compatible API (completions with token ids and vLLM's
     prompt_logprobs, chat, /tokenize): a local teacher or student server for tests and small runs."""
@@ -215,7 +221,8 @@ def serve_cmd(
         console.print(f"[red]error:[/] agentopd serve needs {e.name}: pip install 'agentopd[serve]'")
         raise typer.Exit(2) from None
     with _user_errors():
-        serve(model, host=host, port=port, name=name, dtype=dtype, max_logprobs=max_logprobs, allow_faults=allow_faults)
+        serve(model, host=host, port=port, name=name, dtype=dtype, max_logprobs=max_logprobs, allow_faults=allow_faults,
+              tool_call_parser=tool_call_parser)
 
 
 @app.command("report")

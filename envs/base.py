@@ -7,11 +7,18 @@ current request, which the family's verifier checks before the next request is s
 
 Families implement five hooks: `_init_state`, `_tools`, `_check_request`, `oracle_action`
 and `skill_card`; they may refine `_same_call` for the per-turn oracle check.
+
+How calls are written is the env's `tool_format` (``tools.formats``: ``hermes`` by default,
+``llama3_json``), a constructor argument (``gymnasium.make(id, tool_format="llama3_json")``): it
+writes the system prompt's tool section and the worked example, parses the agent's calls, and
+writes the oracle's (`format_call`). A message policy that gets structured ``tool_calls`` from an
+API turns them into this text with ``env.get_wrapper_attr("tool_format").openai_text(...)``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -22,16 +29,12 @@ from agentopd.core.turn_info import TurnInfo
 from agentopd.core.types import Message, StopReason, Task, ToolCall, ToolResult
 from agentopd.envs.spaces import MessagesSpace, TextSpace
 from agentopd.envs.suites import load_tasks
-from agentopd.tools.core import ToolSet, parse_tool_calls
+from agentopd.tools.core import ToolSet
+from agentopd.tools.formats import FORMATS, ToolCallFormat, get_format
 
-TOOL_PROMPT = """You can call these tools:
-<tools>
-{schemas}
-</tools>
-To call a tool, write exactly:
-<tool_call>{{"name": "<tool name>", "arguments": {{<arguments as JSON>}}}}</tool_call>
-You may make several calls in one turn. Results come back in tool messages.
-When you have what you need, reply without any tool call. {answer_format}{example}"""
+ANSWER_PROMPT = "\nWhen you have what you need, reply without any tool call. {answer_format}{example}"
+"""What follows the tool format's instructions in the system prompt."""
+_HERMES_RUN = re.compile(r"(?:<tool_call>.*?</tool_call>)+", re.DOTALL)
 
 
 @dataclass
@@ -57,7 +60,8 @@ class ToolEnv(gym.Env[list, str]):
     instructions: ClassVar[str] = "You are a helpful assistant that uses tools."
     answer_format: ClassVar[str] = "Give your final answer as: Answer: <answer>"
     example: ClassVar[str] = ""
-    """A short worked exchange shown in the system prompt (small models need one)."""
+    """A short worked exchange shown in the system prompt (small models need one); its calls
+    are written in the ``hermes`` format and shown in the env's `tool_format`."""
 
     def __init__(
         self,
@@ -65,7 +69,10 @@ class ToolEnv(gym.Env[list, str]):
         tasks: Sequence[Task] | None = None,
         version: int = 1,
         render_mode: str | None = None,
+        tool_format: str | ToolCallFormat = "hermes",
     ):
+        self.tool_format = get_format(tool_format)
+        """How tool calls are written (parsed from the agent, written by the oracle)."""
         self.split = split
         self.tasks: tuple[Task, ...] = tuple(tasks) if tasks is not None else load_tasks(self.family, split, version)
         if not self.tasks:
@@ -118,10 +125,10 @@ class ToolEnv(gym.Env[list, str]):
         self.log = RequestLog()
         self._init_state(self.task)
         self.toolset = ToolSet(self._tools())
-        system = self.instructions + "\n\n" + TOOL_PROMPT.format(
-            schemas="\n".join(json.dumps(s) for s in self.toolset.schemas),
+        tools = self.tool_format.instructions(self.toolset.schemas)
+        system = self.instructions + "\n\n" + tools + ANSWER_PROMPT.format(
             answer_format=self.answer_format,
-            example=f"\n\nExample:\n{self.example.strip()}" if self.example else "",
+            example=f"\n\nExample:\n{self._example()}" if self.example else "",
         )
         obs = [
             {"role": "system", "content": system},
@@ -139,7 +146,7 @@ class ToolEnv(gym.Env[list, str]):
             raise TypeError(f"action must be the assistant turn as a string, got {type(action).__name__}")
         expected = self.oracle_action()
         self._before_turn(expected)
-        calls = parse_tool_calls(action)
+        calls = self.tool_format.parse(action)
         self._history.append({"role": "assistant", "content": action})
         turn, request_index = self.turn, self.request_index
         reward, terminated = 0.0, False
@@ -193,10 +200,22 @@ class ToolEnv(gym.Env[list, str]):
     def _calls_ok(self, calls: list[ToolCall], results: list[ToolResult], expected: str) -> bool:
         if any(r.error for r in results):
             return False
-        wanted = parse_tool_calls(expected)
+        wanted = self.tool_format.parse(expected)
         if not wanted:
             return False  # the oracle would have answered here
         return all(any(self._same_call(c, w) for w in wanted) for c in calls)
+
+    def format_call(self, name: str, arguments: dict[str, Any]) -> str:
+        """One tool call's text in this env's format (what oracles write)."""
+        return self.tool_format.call(name, arguments)
+
+    def _example(self) -> str:
+        """The worked example with its (hermes) calls rewritten in this env's format."""
+        example = self.example.strip()
+        if self.tool_format is FORMATS["hermes"]:
+            return example
+        hermes = FORMATS["hermes"]
+        return _HERMES_RUN.sub(lambda m: self.tool_format.format(hermes.parse(m.group(0))), example)
 
     @property
     def history(self) -> list[Message]:

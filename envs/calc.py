@@ -12,7 +12,7 @@ from typing import Any
 
 from agentopd.envs.base import ToolEnv, last_number, numbers_match
 from agentopd.tools.calculator import calculator, evaluate, format_number
-from agentopd.tools.core import ToolCall, ToolFailure, format_tool_call
+from agentopd.tools.core import ToolCall, ToolFailure
 
 
 class CalcEnv(ToolEnv):
@@ -68,7 +68,7 @@ assistant: Answer: 391
                 pass
         for expr, value in zip(self._filled_steps(i), self._step_values(i)):
             if not any(numbers_match(s, value) for s in seen):
-                return format_tool_call("calculator", {"expression": expr})
+                return self.format_call("calculator", {"expression": expr})
         return f"Answer: {format_number(self.answers[i])}"
 
     def _same_call(self, student: ToolCall, expert: ToolCall) -> bool:

@@ -29,8 +29,6 @@ from agentopd.tools.core import (
     MAX_OUTPUT_CHARS,
     ToolCall,
     ToolFailure,
-    format_tool_call,
-    parse_tool_calls,
 )
 from agentopd.tools.vfs import READ_TOOLS, TOOL_NAMES, VFS
 
@@ -237,7 +235,7 @@ assistant: The file has two lines. Answer: 2
     def _before_turn(self, expected: str) -> None:
         # remembered for _same_call: the state and plan before this turn's calls ran
         self._pre = self.vfs.copy()
-        self._plan = parse_tool_calls(expected)
+        self._plan = self.tool_format.parse(expected)
 
     # ---- verifier -------------------------------------------------------------------------
     def _check_request(self, index: int, answer: str) -> bool:
@@ -281,7 +279,7 @@ assistant: The file has two lines. Answer: 2
     def _format(self, name: str, arguments: dict[str, Any]) -> str:
         """A tool call with its arguments in the order of the tool's signature."""
         order = list(self.toolset.tools[name].schema["function"]["parameters"]["properties"])
-        return format_tool_call(name, {k: arguments[k] for k in sorted(arguments, key=order.index)})
+        return self.format_call(name, {k: arguments[k] for k in sorted(arguments, key=order.index)})
 
     def _same_call(self, student: ToolCall, expert: ToolCall) -> bool:
         if student.name != expert.name:

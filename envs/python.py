@@ -17,7 +17,7 @@ from typing import Any
 
 from agentopd.core.types import Task, ToolCall, ToolResult
 from agentopd.envs.base import ToolEnv, numbers_match
-from agentopd.tools.core import format_tool_call, parse_tool_calls
+from agentopd.tools.formats import ToolCallFormat
 from agentopd.tools.python_sandbox import make_python_tool
 
 _NUM = r"-?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?|-?\.\d+"
@@ -45,8 +45,10 @@ assistant: Answer: 169
         version: int = 1,
         render_mode: str | None = None,
         timeout_s: float = 10.0,
+        tool_format: str | ToolCallFormat = "hermes",
     ):
-        super().__init__(split=split, tasks=tasks, version=version, render_mode=render_mode)
+        super().__init__(split=split, tasks=tasks, version=version, render_mode=render_mode,
+                         tool_format=tool_format)
         self.python = make_python_tool(timeout_s=timeout_s)
 
     def _init_state(self, task: Task) -> None:
@@ -78,7 +80,7 @@ assistant: Answer: 169
         i = self.request_index
         done = self._progress()
         if done < len(self.steps[i]):
-            return format_tool_call("python", {"code": self.steps[i][done]})
+            return self.format_call("python", {"code": self.steps[i][done]})
         return f"Answer: {self.answers[i]}"
 
     def _calls_ok(self, calls: list[ToolCall], results: list[ToolResult], expected: str) -> bool:
@@ -86,7 +88,7 @@ assistant: Answer: 169
         (or a later one of the same request), whatever code it used."""
         if any(r.error for r in results):
             return False
-        wanted = parse_tool_calls(expected)
+        wanted = self.tool_format.parse(expected)
         if not wanted:
             return False  # the oracle would have answered here
         want = self.steps[self.request_index].index(wanted[0].arguments["code"])

@@ -22,7 +22,7 @@ from typing import Any
 
 from agentopd.envs.base import ToolEnv, last_number, numbers_match
 from agentopd.tools.calculator import format_number
-from agentopd.tools.core import ToolCall, ToolFailure, ToolTimeout, format_tool_call
+from agentopd.tools.core import ToolCall, ToolFailure, ToolTimeout
 from agentopd.tools.sql import SQLDatabase
 
 
@@ -142,8 +142,8 @@ assistant: Answer: 3
             return f"Answer: {self._answer_text(i)}"
         missing = self._missing_tables(i)
         if missing:
-            return "".join(format_tool_call("describe_table", {"table": t}) for t in missing)
-        return format_tool_call("run_query", {"sql": self.queries[i]})
+            return self.tool_format.format([ToolCall("describe_table", {"table": t}) for t in missing])
+        return self.format_call("run_query", {"sql": self.queries[i]})
 
     def _same_call(self, student: ToolCall, expert: ToolCall) -> bool:
         if student.name == "run_query":

@@ -2,7 +2,8 @@
 
 A tool is a plain Python function with type hints and a Google-style docstring. Its OpenAI
 function schema is derived from both. Calls are parsed from assistant text in the Hermes / Qwen
-convention ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` (several per turn).
+convention ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` (several per turn; the
+default format: `tools.formats` has the others).
 `ToolSet.run` never raises: malformed JSON, unknown tools, wrong or missing arguments,
 exceptions, timeouts and huge outputs each come back as a tool-error result.
 """

@@ -220,13 +220,22 @@ class ServedClient:
         return out["choices"][0]
 
     def chat(self, messages: Sequence[dict[str, Any]], max_tokens: int, cache: bool = True, **extra: Any) -> str:
+        """The reply's text content ("" when it has none, e.g. only structured tool calls)."""
+        return self.chat_message(messages, max_tokens, cache, **extra).get("content") or ""
+
+    def chat_message(self, messages: Sequence[dict[str, Any]], max_tokens: int, cache: bool = True,
+                     **extra: Any) -> dict[str, Any]:
+        """The reply's assistant message: ``content`` and, from servers that parse calls (vLLM's
+        ``--tool-call-parser``, the OpenAI API), structured ``tool_calls``."""
         body = {"model": self.model, "messages": list(messages), "max_tokens": max_tokens, **extra}
         out = self.post("/chat/completions", body, cache=cache)
         try:
-            content = out["choices"][0]["message"].get("content")
-        except (KeyError, IndexError, TypeError, AttributeError):
+            message = out["choices"][0]["message"]
+        except (KeyError, IndexError, TypeError):
             raise MalformedReply(f"{self.base_url}/chat/completions answered without a message") from None
-        return content or ""
+        if not isinstance(message, dict):
+            raise MalformedReply(f"{self.base_url}/chat/completions answered with a message that is not an object")
+        return message
 
     def tokenize(self, text: str) -> list[int] | None:
         """Token ids of `text` by the server's tokenizer, or None when it has no /tokenize."""

@@ -20,6 +20,7 @@ to play a chat-only API or one without prompt logprobs.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import uuid
@@ -57,6 +58,9 @@ class ModelServer:
         self.down = False
         self.requests = 0
         self.offers = set(FEATURES)
+        self.tool_parser: str | None = None
+        """``hermes``: chat replies carry their ``<tool_call>`` blocks as structured ``tool_calls``
+        (vLLM's ``--tool-call-parser hermes``); None: text only."""
 
     # ---- model work -------------------------------------------------------------------
     def _decoded(self, i: int) -> str:
@@ -148,8 +152,13 @@ class ModelServer:
         body = {**body, "prompt": list(ids), "return_token_ids": False, "logprobs": None, "prompt_logprobs": None}
         out = self.completions(body)
         c = out["choices"][0]
-        out["choices"] = [{"index": 0, "message": {"role": "assistant", "content": c["text"]},
-                           "finish_reason": c["finish_reason"]}]
+        message: dict[str, Any] = {"role": "assistant", "content": c["text"]}
+        if self.tool_parser == "hermes":
+            content, calls = hermes_tool_calls(c["text"])
+            if calls:
+                message = {"role": "assistant", "content": content, "tool_calls": calls}
+        out["choices"] = [{"index": 0, "message": message,
+                           "finish_reason": "tool_calls" if "tool_calls" in message else c["finish_reason"]}]
         out["object"] = "chat.completion"
         return out
 
@@ -169,6 +178,29 @@ class ModelServer:
         if self.down:
             return "down"
         return self.faults.popleft() if self.faults else None
+
+
+_HERMES = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
+
+
+def hermes_tool_calls(text: str) -> tuple[str | None, list[dict[str, Any]]]:
+    """Split a reply into its prose and its ``<tool_call>`` blocks as OpenAI ``tool_calls``
+    (what vLLM's hermes parser does); a block that is not a JSON call stays in the prose."""
+    calls: list[dict[str, Any]] = []
+
+    def take(m: re.Match) -> str:
+        try:
+            obj = json.loads(m.group(1))
+        except json.JSONDecodeError:
+            return m.group(0)
+        if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
+            return m.group(0)
+        calls.append({"id": f"call_{len(calls)}", "type": "function",
+                      "function": {"name": obj["name"], "arguments": json.dumps(obj.get("arguments", {}))}})
+        return ""
+
+    rest = _HERMES.sub(take, text).strip()
+    return (rest or None), calls
 
 
 class BadRequest(ValueError):
@@ -263,6 +295,7 @@ def create_app(server: ModelServer, allow_faults: bool = False):
             server.offers = offers
             if "slow_s" in body:
                 server.slow_s = float(body["slow_s"])
+            server.tool_parser = body.get("tool_parser")
             return {"faults": plan, "requests": server.requests, "offers": sorted(offers)}
 
     return app
@@ -276,7 +309,7 @@ async def _threaded(fn, *args):
 
 
 def serve(model: str, host: str = "127.0.0.1", port: int = 8000, name: str | None = None, dtype: str = "auto",
-          max_logprobs: int = 20, allow_faults: bool = False) -> None:
+          max_logprobs: int = 20, allow_faults: bool = False, tool_call_parser: str | None = None) -> None:
     """Load `model` (an ``hf:`` spec) and serve it until interrupted."""
     import uvicorn
 
@@ -287,5 +320,8 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 8000, name: str | Non
     if spec.backend != "hf":
         raise ValueError(f"agentopd serve runs transformers models: pass hf:<model>, not {model!r}")
     policy = HFPolicy.from_spec(spec.name, dtype=dtype)
+    if tool_call_parser not in (None, "hermes"):
+        raise ValueError(f"tool_call_parser {tool_call_parser!r}: use hermes (or none)")
     server = ModelServer(policy, name or spec.name, max_logprobs=max_logprobs)
+    server.tool_parser = tool_call_parser
     uvicorn.run(create_app(server, allow_faults), host=host, port=port, log_level="warning")

@@ -30,7 +30,8 @@ from agentopd.metrics.episodes import eval_metrics
 from agentopd.metrics.sinks import MetricsLogger, repair_metrics
 from agentopd.recipes.config import TrainConfig
 from agentopd.rollout.oracle import OraclePolicy
-from agentopd.rollout.runner import RolloutConfig, run_episodes
+from agentopd.rollout.render import RenderError
+from agentopd.rollout.runner import RolloutConfig, cached_renderer, run_episodes
 from agentopd.rollout.tasks import (
     BackwardReplay,
     ForwardWindow,
@@ -42,6 +43,7 @@ from agentopd.rollout.tasks import (
 from agentopd.teachers.base import TeacherError
 from agentopd.teachers.check import identical_signal
 from agentopd.teachers.factory import build_teacher
+from agentopd.tools.formats import FORMATS
 from agentopd.training.checkpoint import find_checkpoint, has_checkpoints
 from agentopd.training.learner import Learner
 
@@ -75,7 +77,8 @@ class Run:
         cfg = self.cfg
         rollout = RolloutConfig(SamplingParams(cfg.max_new_tokens, cfg.temperature, seed=cfg.seed * 7919 + step),
                                 cfg.max_context_tokens, record_skill_card=self.teacher.needs_skill_card,
-                                continuous=cfg.continuous_batching, max_student_turns=batch.window)
+                                continuous=cfg.continuous_batching, max_student_turns=batch.window,
+                                renderer=cfg.renderer)
         episodes = run_episodes(self.make_train, policy, batch.task_ids, batch.seeds, rollout, cfg.env,
                                 tokenizer=self.tokenizer, replay=batch.replay)
         self.policy.invalidate()  # cached keys/values go stale at this step's update: free them now
@@ -86,7 +89,8 @@ class Run:
         todo = [t for t in dict.fromkeys(task_ids) if t not in self._expert_turns]
         if todo:
             eps = run_episodes(self.make_train, OraclePolicy(), todo, [0] * len(todo),
-                               RolloutConfig(max_context_tokens=10**9), self.cfg.env, tokenizer=self.tokenizer)
+                               RolloutConfig(max_context_tokens=10**9, renderer=self.cfg.renderer), self.cfg.env,
+                               tokenizer=self.tokenizer)
             self._expert_turns |= {t: max(1, e.num_turns) for t, e in zip(todo, eps)}
         return [self._expert_turns[t] for t in task_ids]
 
@@ -96,15 +100,16 @@ class Run:
 
     def teacher_policy(self) -> HFPolicy:
         """The teacher model as a sampler (GKD's teacher-generated fraction, SFT demos)."""
-        return HFPolicy(self.teacher.model, self.tokenizer, dtype=self.policy.dtype)
+        return HFPolicy(self.teacher.model, self.tokenizer, dtype=self.policy.dtype,
+                        stop_token_ids=self.policy.stop_token_ids)
 
     def evaluate(self) -> dict[str, float]:
         """Held-out success and per-turn success on the first `eval_n` test tasks (greedy by default)."""
         cfg = self.cfg
         rollout = RolloutConfig(SamplingParams(cfg.max_new_tokens, cfg.eval_temperature, seed=cfg.seed),
                                 cfg.max_context_tokens, continuous=cfg.continuous_batching,
-                                stop_repeats=cfg.eval_stop_repeats)
-        eps = run_episodes(lambda: make_env(cfg.env, split="test"), self.policy, self.test_ids,
+                                stop_repeats=cfg.eval_stop_repeats, renderer=cfg.renderer)
+        eps = run_episodes(lambda: make_env(cfg.env, split="test", **cfg.env_kwargs()), self.policy, self.test_ids,
                            list(range(len(self.test_ids))), rollout, cfg.env)
         return eval_metrics(eps)
 
@@ -256,10 +261,18 @@ def start(cfg: TrainConfig, console: Console | None = None) -> Run:
     model = _load("student", load_causal_lm, str(ckpt) if ckpt else student, device=cfg.device, dtype="float32")
     dtype = cfg.compute_dtype()
     console.print(f"compute dtype: {dtype}" + (" (auto)" if cfg.dtype == "auto" else ""))
-    policy = HFPolicy(model, tok, dtype=getattr(torch, dtype))
+    try:
+        renderer = cached_renderer(tok, cfg.renderer)
+    except (ValueError, RenderError) as e:
+        raise UserError(f"--renderer {cfg.renderer}: {e}") from None
+    policy = HFPolicy(model, tok, dtype=getattr(torch, dtype), stop_token_ids=renderer.stop_token_ids)
     teacher = _load("teacher", build_teacher, cfg.teacher, model, tok, device=cfg.teacher_device or cfg.device,
                     only_diverged=cfg.dagger_only_diverged, dtype=dtype, max_tokens=cfg.micro_tokens(),
                     temperature=cfg.teacher_temperature, served=cfg.served_options(str(run)))
+    if hasattr(teacher, "renderer"):  # the self teacher renders its skill-card prefix in the run's format
+        teacher.renderer = renderer
+    if hasattr(teacher, "reply_text"):  # a chat API's structured tool calls, as the env's call text
+        teacher.reply_text = FORMATS[cfg.tool_format].openai_text
     if hasattr(teacher, "negotiate"):  # a served teacher: what the server gives, before any step
         try:
             caps = teacher.negotiate(cfg.needs(), cfg.gkd_topk, cfg.gkd_temperature if cfg.gkd_topk else 1.0)
@@ -276,7 +289,7 @@ def start(cfg: TrainConfig, console: Console | None = None) -> Run:
     train_ids = [t.id for t in env_attr(train_env, "tasks")]
     budget = cfg.curriculum_max_window or cfg.max_turns or int(getattr(train_env.spec, "max_episode_steps", None) or 12)
     train_env.close()
-    test_ids = [t.id for t in env_attr(make_env(cfg.env, split="test"), "tasks")][: cfg.eval_n]
+    test_ids = [t.id for t in env_attr(make_env(cfg.env, split="test", **cfg.env_kwargs()), "tasks")][: cfg.eval_n]
     run.mkdir(parents=True, exist_ok=True)
     dropped = repair_metrics(run, learner.step_count if ckpt is not None else -1)
     if dropped:
@@ -306,7 +319,7 @@ def make_curriculum(cfg: TrainConfig, train_ids: list[str], budget: int, expert_
 def train_env_factory(cfg: TrainConfig):
     """Makes training-split envs, with the `max_turns` cap when one is set."""
     turn_cap = {"max_episode_steps": cfg.max_turns} if cfg.max_turns > 0 else {}
-    return lambda: make_env(cfg.env, split="train", **turn_cap)
+    return lambda: make_env(cfg.env, split="train", **turn_cap, **cfg.env_kwargs())
 
 
 def now() -> float:

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 
 from agentopd.core.capabilities import Signal, expand
 from agentopd.inference.models import parse_spec
+from agentopd.rollout.render import RENDERERS
 from agentopd.teachers.factory import ServedOptions, teacher_kind, teachers_giving
+from agentopd.tools.formats import FORMATS
 from agentopd.training.learner import OptimConfig
 from agentopd.training.objectives import GKD, CrossEntropy, GKDTopK, ReverseKLPG, SkillSD
 
@@ -154,6 +156,13 @@ class TrainConfig:
     """Student device: cpu | cuda."""
     teacher_device: str = ""
     """Teacher device (default: the student's)."""
+    renderer: str = "auto"
+    """Chat format of the student's (and local teachers') tokens: auto (the tokenizer's family,
+    else its HF template, checked prefix-preserving), qwen3 (thinking kept in history),
+    qwen3-nothink, qwen2.5, llama3, smollm, chatml or hf."""
+    tool_format: str = "hermes"
+    """How envs ask for and parse tool calls: hermes (<tool_call>{json}</tool_call>, Qwen and
+    Hermes models) or llama3_json (Llama 3.x JSON calls); passed to the env as tool_format."""
     teacher_timeout_s: float = 60.0
     """Served teacher: seconds per request before it counts as a timeout (and is retried)."""
     teacher_max_retries: int = 6
@@ -182,6 +191,10 @@ class TrainConfig:
         if self.loss != "auto":
             return self.loss
         return "dagger" if self.teacher == "oracle" else "reverse_kl_pg"
+
+    def env_kwargs(self) -> dict[str, str]:
+        """Keyword arguments for `make_env` (none by default, so an env of yours need not take them)."""
+        return {"tool_format": self.tool_format} if self.tool_format != "hermes" else {}
 
     def served_options(self, run_dir: str) -> ServedOptions:
         """How this run talks to a served teacher."""
@@ -320,6 +333,9 @@ class TrainConfig:
             (self.teacher_max_requests >= 0, "teacher_max_requests must be >= 0 (0 = unlimited)"),
             (self.teacher_max_tokens >= 0, "teacher_max_tokens must be >= 0 (0 = unlimited)"),
             (self.teacher_price_in >= 0 and self.teacher_price_out >= 0, "teacher prices must be >= 0"),
+            (self.renderer == "auto" or self.renderer in RENDERERS,
+             f"renderer {self.renderer!r}: use auto, {', '.join(RENDERERS)}"),
+            (self.tool_format in FORMATS, f"tool_format {self.tool_format!r}: use {', '.join(FORMATS)}"),
             (self.sandbox in ("auto", "strict"), f"sandbox {self.sandbox!r}: use auto or strict"),
             (_device_ok(self.device), f"device {self.device!r}: use cpu, cuda or cuda:<index>"),
             (not self.teacher_device or _device_ok(self.teacher_device),

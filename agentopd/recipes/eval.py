@@ -17,7 +17,9 @@ from agentopd.envs.registry import env_attr, make_env, resolve_env_id
 from agentopd.inference.models import check_model_name, parse_spec
 from agentopd.inference.sampling import Policy, SamplingParams
 from agentopd.metrics.episodes import pass_at_k_by_task, per_turn_success, summarize
-from agentopd.rollout.runner import RolloutConfig, run_episodes
+from agentopd.rollout.render import RENDERERS
+from agentopd.rollout.runner import RolloutConfig, cached_renderer, run_episodes
+from agentopd.tools.formats import FORMATS
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,11 @@ class EvalConfig:
     """pass@k: the unbiased estimate (Chen et al. 2021) that one of k samples of a task succeeds."""
     samples: int = 0
     """Samples (episodes) per task, >= k; 0 = k. More than k lowers the variance of pass@k."""
+    renderer: str = "auto"
+    """Chat format: auto (the tokenizer's family, else its HF template), qwen3, qwen3-nothink,
+    qwen2.5, llama3, smollm, chatml or hf."""
+    tool_format: str = "hermes"
+    """How the env asks for and parses tool calls: hermes (<tool_call> JSON) or llama3_json."""
 
     @property
     def samples_per_task(self) -> int:
@@ -83,6 +90,9 @@ class EvalConfig:
              f"samples must be >= k: pass@{self.k} needs at least {self.k} samples of each task "
              f"(use --samples {self.k} or more, or omit it for {self.k})"),
             (self.samples_per_task == 1 or self.temperature > 0, self._greedy_repeats()),
+            (self.renderer == "auto" or self.renderer in RENDERERS,
+             f"renderer {self.renderer!r}: use auto, {', '.join(RENDERERS)}"),
+            (self.tool_format in FORMATS, f"tool_format {self.tool_format!r}: use {', '.join(FORMATS)}"),
         ):
             if not ok:
                 raise ValueError(msg)
@@ -106,7 +116,8 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> tuple[dict[str,
         out.mkdir(parents=True, exist_ok=True)
         if not os.access(out, os.W_OK):
             raise ValueError(f"--out {cfg.out} is not writable")
-    env = make_env(cfg.env, split=cfg.split)
+    env_kw = {"tool_format": cfg.tool_format} if cfg.tool_format != "hermes" else {}
+    env = make_env(cfg.env, split=cfg.split, **env_kw)
     tasks = list(env_attr(env, "tasks"))
     env.close()
     if cfg.n is not None:
@@ -116,11 +127,14 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> tuple[dict[str,
     per = cfg.samples_per_task
     ids = [t.id for t in tasks for _ in range(per)]
     seeds = [cfg.seed + i + j * len(tasks) for i in range(len(tasks)) for j in range(per)]
-    make = lambda: make_env(cfg.env, split=cfg.split)  # noqa: E731
+    make = lambda: make_env(cfg.env, split=cfg.split, **env_kw)  # noqa: E731
     policy, tokenizer = _policy(cfg)
+    renderer = cached_renderer(tokenizer if tokenizer is not None else policy.tokenizer, cfg.renderer)  # type: ignore[union-attr]
+    if hasattr(policy, "stop_token_ids"):  # the format's ends of turn (Llama's <|eom_id|>), not only the eos
+        policy.stop_token_ids = sorted(set(policy.stop_token_ids) | set(renderer.stop_token_ids))
     rcfg = RolloutConfig(SamplingParams(cfg.max_new_tokens, cfg.temperature, seed=cfg.seed),
                          max_context_tokens=cfg.max_context_tokens, continuous=cfg.continuous_batching,
-                         stop_repeats=cfg.stop_repeats)
+                         stop_repeats=cfg.stop_repeats, renderer=cfg.renderer)
     t0 = time.time()
     episodes: list[Episode] = []
     with Progress(TextColumn("[bold]eval[/] {task.description}"), BarColumn(), MofNCompleteColumn(),

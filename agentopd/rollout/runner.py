@@ -25,7 +25,7 @@ from agentopd.core.turn_info import TurnInfo
 from agentopd.core.types import Episode, StopReason, Task, TurnRecord
 from agentopd.inference.sampling import MessagePolicy, MessageState, Policy, Sample, SamplingParams
 from agentopd.rollout.env_pool import ThreadEnvPool, _safe_step
-from agentopd.rollout.render import Conversation, Renderer
+from agentopd.rollout.render import Conversation, Renderer, make_renderer
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,9 @@ class RolloutConfig:
     max_student_turns: int = 0
     """End an episode (``StopReason.WINDOW``) after the student's W-th turn (TCOD's f2b window;
     0 = the env's own budget). Replayed turns do not count."""
+    renderer: str = "auto"
+    """The chat format (`agentopd.rollout.render.make_renderer`): auto detects the tokenizer's
+    family and falls back to its HF template."""
 
 
 @dataclass
@@ -66,6 +69,18 @@ class _Live:
     success: bool = False
     request_success: tuple[bool, ...] = ()
     error: str | None = None
+
+
+_RENDERERS: dict[tuple[int, str], tuple[object, Renderer]] = {}
+
+
+def cached_renderer(tokenizer, name: str = "auto") -> Renderer:
+    """`make_renderer` once per (tokenizer, name): its probe check runs once, not per batch."""
+    key = (id(tokenizer), name)
+    hit = _RENDERERS.get(key)
+    if hit is None or hit[0] is not tokenizer:  # an id reused by a new tokenizer is a miss
+        hit = _RENDERERS[key] = (tokenizer, make_renderer(tokenizer, name))
+    return hit[1]
 
 
 def run_episodes(
@@ -89,7 +104,7 @@ def run_episodes(
     if is_message and tokenizer is None:
         raise ValueError("a message policy needs the student's tokenizer to render its turns")
     tokenizer = tokenizer if is_message else policy.tokenizer  # type: ignore[union-attr]
-    renderer = Renderer(tokenizer)
+    renderer = cached_renderer(tokenizer, cfg.renderer)
     live: list[_Live] = []
     pool = ThreadEnvPool(cfg.env_workers)
     try:
@@ -97,11 +112,11 @@ def run_episodes(
             env = make_env()
             live.append(_start(env, renderer, task, seed, cfg))
             if replay is not None and replay[i] > 0:
-                _replay_oracle(live[-1], replay[i], tokenizer, cfg)
+                _replay_oracle(live[-1], replay[i], renderer, cfg)
         if not is_message and cfg.continuous and hasattr(policy, "open"):
             _play_continuous(policy, live, cfg, pool, on_turn)
         else:
-            _play_lockstep(policy, live, cfg, pool, on_turn, tokenizer, is_message)
+            _play_lockstep(policy, live, cfg, pool, on_turn, renderer, is_message)
     finally:
         pool.close()
         for ep in live:
@@ -122,7 +137,7 @@ def _fits(ep: _Live, cfg: RolloutConfig) -> bool:
     return True
 
 
-def _play_lockstep(policy, live: list[_Live], cfg: RolloutConfig, pool: ThreadEnvPool, on_turn, tokenizer,
+def _play_lockstep(policy, live: list[_Live], cfg: RolloutConfig, pool: ThreadEnvPool, on_turn, renderer,
                    is_message: bool) -> None:
     turn = done = 0
     while True:
@@ -132,7 +147,7 @@ def _play_lockstep(policy, live: list[_Live], cfg: RolloutConfig, pool: ThreadEn
         if is_message:  # the env gets the policy's exact text; the student's tokens render it
             params = SamplingParams(**{**cfg.sampling.__dict__, "seed": cfg.sampling.seed * 1000 + turn})
             texts = policy.respond([MessageState(tuple(ep.conv.messages), ep.env) for _, ep in active], params)
-            samples = [_rendered(tokenizer, t) for t in texts]
+            samples = [_rendered(renderer, t) for t in texts]
         else:
             samples = policy.sample([ep.conv.token_ids for _, ep in active], cfg.sampling,
                                     keys=[_key(i, len(ep.turns)) for i, ep in active])
@@ -177,14 +192,14 @@ def _play_continuous(policy, live: list[_Live], cfg: RolloutConfig, pool: Thread
                     on_turn(turns, sum(e.stop is None for e in live))
 
 
-def _replay_oracle(ep: _Live, k: int, tokenizer, cfg: RolloutConfig) -> None:
+def _replay_oracle(ep: _Live, k: int, renderer: Renderer, cfg: RolloutConfig) -> None:
     """The env's oracle plays the episode's first `k` turns (in the student's tokens, untrained)."""
     oracle = ep.oracle or ep.env.get_wrapper_attr("oracle_action")
     for _ in range(k):
         if ep.stop is not None:
             return
         text = oracle()
-        s = _rendered(tokenizer, text)
+        s = _rendered(renderer, text)
         span = ep.conv.add_assistant(s.token_ids, s.logprobs, trained=False)
         res = _safe_step(ep.env, text)  # an env failure ends this episode only
         _record(ep, s, span, res, text, cfg, replayed=True)
@@ -252,9 +267,9 @@ def _overriding_oracle(env: gym.Env) -> Callable[[], str] | None:
     return None if getattr(fn, "__self__", None) is env.unwrapped else fn
 
 
-def _rendered(tokenizer, text: str) -> Sample:
-    """A message policy's turn as the student's tokens: canonical ids plus the end-of-turn token."""
-    ids = tokenizer.encode(text, add_special_tokens=False) + [tokenizer.eos_token_id]
+def _rendered(renderer: Renderer, text: str) -> Sample:
+    """A message policy's turn as the student's tokens: canonical ids plus the format's end-of-turn token."""
+    ids = renderer.encode(text) + [renderer.eos_token_id]
     return Sample(tuple(ids), (0.0,) * len(ids), "stop")
 
 

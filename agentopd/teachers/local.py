@@ -138,12 +138,14 @@ class SelfTeacher(LogitTeacher):
 
     name = "self"
     needs_skill_card = True
+    renderer: Renderer | None = None
+    """The run's chat format (default: the tokenizer's HF template)."""
 
     def view(self, ep: Episode) -> View:
         if ep.skill_card is None:
             raise TeacherError("the self teacher needs each episode's skill card: roll out with "
                                "RolloutConfig(record_skill_card=True)")
-        return with_skill_card(ep, ep.skill_card, Renderer(self.tokenizer))
+        return with_skill_card(ep, ep.skill_card, self.renderer or Renderer(self.tokenizer))
 
 
 def with_skill_card(ep: Episode, card: dict, renderer: Renderer) -> View:

@@ -16,7 +16,7 @@ answered raises `ServerUnavailable`, and the recipe stops the run with a checkpo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
@@ -39,6 +39,9 @@ class ServedTeacher:
         self.tokenizer = student_tokenizer
         self.max_new_tokens = max_new_tokens
         self.caps: Capabilities | None = None
+        self.reply_text: Callable[[str | None, list | None], str] | None = None
+        """Turns a chat reply's content and structured ``tool_calls`` into one text in the env's
+        tool-call format (set by the recipe from ``tools.formats``; None: the content only)."""
         self.gives: frozenset[Signal] = frozenset({Signal.TOPK_LOGPROBS, Signal.TEXT})
         """Declared before the probe (what such a server can give); narrowed by `negotiate`."""
 
@@ -141,7 +144,15 @@ class ServedTeacher:
             if not isinstance(text, str):
                 raise TeacherError(f"{self.client.base_url}/completions answered without text")
             return text
-        return self.client.chat(state_messages(ep, turn), self.max_new_tokens, temperature=0.0)
+        return self.message_text(self.client.chat_message(state_messages(ep, turn), self.max_new_tokens,
+                                                          temperature=0.0))
+
+    def message_text(self, message: dict) -> str:
+        """A chat reply as the student's text: its structured calls written in the env's format."""
+        calls = message.get("tool_calls") or None
+        if calls and self.reply_text is not None:
+            return self.reply_text(message.get("content"), calls)
+        return message.get("content") or ""
 
     def metrics(self) -> dict[str, float]:
         """``teacher/`` request, retry, cache and cost counters (cumulative)."""

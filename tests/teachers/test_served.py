@@ -292,3 +292,23 @@ def test_spec_errors_are_one_line():
     TrainConfig(teacher="openai:m@http://x/v1", loss="gkd", gkd_topk=5).validate()
     TrainConfig(teacher="openai:m@http://x/v1", loss="dagger").validate()
     assert replace(TrainConfig(), teacher="openai:m@http://x/v1").needs() == Signal.SAMPLED_LOGPROBS
+
+
+def test_structured_tool_calls_become_the_envs_call_text(tokenizer):
+    from agentopd.inference.server import hermes_tool_calls
+    from agentopd.tools.formats import FORMATS
+
+    content, calls = hermes_tool_calls('Let me compute. <tool_call>{"name": "calculator", "arguments": '
+                                       '{"expression": "2+2"}}</tool_call>')
+    assert content == "Let me compute." and calls[0]["function"]["name"] == "calculator"
+    assert json.loads(calls[0]["function"]["arguments"]) == {"expression": "2+2"}
+    assert hermes_tool_calls("<tool_call>not json</tool_call>") == ("<tool_call>not json</tool_call>", [])
+    teacher = ServedTeacher(ServedClient("http://127.0.0.1:9/v1", "m"), tokenizer)
+    message = {"role": "assistant", "content": content, "tool_calls": calls}
+    assert "<tool_call>" not in teacher.message_text(message)  # no format given: the content only
+    for name, fmt in FORMATS.items():
+        teacher.reply_text = fmt.openai_text
+        text = teacher.message_text(message)
+        (call,) = fmt.parse(text)  # the env of that format reads the call back
+        assert (call.name, call.arguments, call.parse_error) == ("calculator", {"expression": "2+2"}, None), name
+

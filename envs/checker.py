@@ -19,6 +19,7 @@ import gymnasium as gym
 
 from agentopd.core.turn_info import EnvContractError, TurnInfo
 from agentopd.envs.registry import env_attr, make_env
+from agentopd.tools.formats import HermesFormat
 
 STEP_INFO_KEYS = (*TurnInfo.REQUIRED, "tool_errors")
 SKILL_KEYS = ("success_analysis", "mistake_analysis", "golden_workflow")
@@ -69,8 +70,8 @@ def check_reset(env: gym.Env) -> list[str]:
 def check_malformed_calls(env: gym.Env) -> list[str]:
     """Unknown tools and broken JSON come back as tool errors with a TurnInfo, never exceptions."""
     out = []
-    for bad in ('<tool_call>{"name": "no_such_tool", "arguments": {}}</tool_call>',
-                "<tool_call>{not json</tool_call>", '<tool_call>{"name": 3}</tool_call>'):
+    fmt = getattr(env.unwrapped, "tool_format", None)
+    for bad in getattr(fmt, "malformed", None) or HermesFormat.malformed:
         env.reset(seed=123)
         try:
             step = env.step(bad)

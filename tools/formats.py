@@ -35,6 +35,9 @@ class ToolCallFormat:
     """The base of a tool-call convention (subclass it and add it to `FORMATS`)."""
 
     name: ClassVar[str] = ""
+    malformed: ClassVar[tuple[str, ...]] = ()
+    """Turns with a bad call in this format (an unknown tool, broken JSON, a bad name), which
+    an env must answer with a tool error (`agentopd check-env` plays them)."""
 
     def parse(self, text: str) -> list[ToolCall]:
         """Every call in an assistant turn; malformed ones carry `parse_error`."""
@@ -104,6 +107,8 @@ class HermesFormat(ToolCallFormat):
     """``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` (Hermes, Qwen2.5, Qwen3)."""
 
     name = "hermes"
+    malformed = ('<tool_call>{"name": "no_such_tool", "arguments": {}}</tool_call>',
+                 "<tool_call>{not json</tool_call>", '<tool_call>{"name": 3}</tool_call>')
 
     def parse(self, text: str) -> list[ToolCall]:
         return parse_tool_calls(text)
@@ -134,6 +139,7 @@ class Llama3JsonFormat(ToolCallFormat):
     ignored), optionally after ``<|python_tag|>``; several calls separated by ``; ``."""
 
     name = "llama3_json"
+    malformed = ('{"name": "no_such_tool", "parameters": {}}', "{not json", '{"name": 3}')
     separator: ClassVar[str] = "; "
 
     def parse(self, text: str) -> list[ToolCall]:

@@ -227,3 +227,16 @@ def test_llama3_env_answers_malformed_calls_with_tool_errors():
     env.reset(seed=0)
     obs, *_ = env.step('{"name": "calculator", "parameters": {"expression": "6 * 7"}}<|eom_id|>')
     assert obs[0]["content"] == "42"
+
+
+def test_check_env_plays_malformed_calls_in_the_envs_own_format():
+    from agentopd.envs.checker import check_malformed_calls
+    from agentopd.envs.registry import make_env
+
+    for name in FORMATS:
+        assert check_malformed_calls(make_env("agentopd/Calc-v0", split="test", tool_format=name)) == [], name
+    # the hermes examples are prose to a llama3_json env: it answers them, no tool error
+    env = make_env("agentopd/Calc-v0", split="test", tool_format="llama3_json")
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(HermesFormat.malformed[0])
+    assert info.get("tool_errors", 0) == 0

@@ -30,4 +30,8 @@ def make_token_policy(spec: str, device: str = "cpu", max_batch: int = 32, dtype
         client = ServedClient(parsed.base_url or "", parsed.name, api_key=os.environ.get("OPENAI_API_KEY"),
                               concurrency=max_batch)
         return ServedPolicy(client, tok)
+    if parsed.backend == "vllm":
+        from agentopd.inference.vllm import VLLMPolicy
+
+        return VLLMPolicy.from_spec(parsed.name, device=device, dtype=dtype, max_batch=max_batch)
     raise ValueError(f"backend {parsed.backend!r} is not available yet; use hf:<model> or oracle")

@@ -26,6 +26,7 @@ from agentopd.inference.hf import HFPolicy
 from agentopd.inference.models import check_model_name, load_causal_lm, load_tokenizer, parse_spec
 from agentopd.inference.openai_client import ServedError
 from agentopd.inference.sampling import Policy, SamplingParams
+from agentopd.inference.vllm import INSTALL_HINT, VLLMPolicy, vllm_available
 from agentopd.metrics.episodes import eval_metrics
 from agentopd.metrics.sinks import MetricsLogger, repair_metrics
 from agentopd.recipes.config import TrainConfig
@@ -56,8 +57,9 @@ class Run:
     dir: Path
     console: Console
     tokenizer: Any
-    policy: HFPolicy
-    """The student as a sampler (its model is the learner's)."""
+    policy: HFPolicy | VLLMPolicy
+    """The student as a sampler: its model is the learner's (hf), or vLLM's engine holding a copy
+    that `sync_policy` refreshes after every optimizer step (vllm)."""
     teacher: Any
     """A `agentopd.teachers.base.Teacher`."""
     learner: Learner
@@ -84,6 +86,14 @@ class Run:
         self.policy.invalidate()  # cached keys/values go stale at this step's update: free them now
         return [e for e in episodes if e.stop_reason != StopReason.ERROR]  # infra errors never train
 
+    def sync_policy(self) -> dict[str, float]:
+        """After each optimizer step: the learner's new weights into the student's sampler when
+        it holds a copy of its own (vLLM's engine, in place, no restart); nothing for the hf
+        student, which samples from the learner's model itself. Returns ``time/sync_s``."""
+        if not isinstance(self.policy, VLLMPolicy):
+            return {}
+        return {"time/sync_s": self.policy.load_weights(self.learner.model)}
+
     def expert_turns(self, task_ids) -> list[int]:
         """How many turns the env's oracle takes on each training task (cached; TCOD b2f)."""
         todo = [t for t in dict.fromkeys(task_ids) if t not in self._expert_turns]
@@ -102,6 +112,34 @@ class Run:
         """The teacher model as a sampler (GKD's teacher-generated fraction, SFT demos)."""
         return HFPolicy(self.teacher.model, self.tokenizer, dtype=self.policy.dtype,
                         stop_token_ids=self.policy.stop_token_ids)
+
+    def reference(self):
+        """G-OPD's reference policy pi_ref as a scorer of sampled tokens: ``--gopd-ref hf:<model>``,
+        or the student as the method starts (its initial weights without a warm start; after one,
+        the weights at the boundary, saved to RUN/gopd_ref so a resumed run scores against the same)."""
+        if self._reference is None:
+            from agentopd.teachers.local import HFTeacher, LogitTeacher
+
+            cfg = self.cfg
+            if cfg.gopd_ref.startswith("hf:"):
+                src = parse_spec(cfg.gopd_ref).name
+            elif cfg.warm_start_steps == 0:
+                src = parse_spec(cfg.student).name
+            else:
+                saved = self.dir / "gopd_ref"
+                if not (saved / "config.json").exists():
+                    if self.learner.step_count != cfg.warm_start_steps:
+                        raise UserError(f"{saved} is missing: the reference is saved when the method starts "
+                                        "(after the warm start); start this run again without --resume")
+                    self.learner.model.save_pretrained(saved)
+                src = str(saved)
+            model = _load("reference model", load_causal_lm, src, device=cfg.teacher_device or cfg.device,
+                          dtype="float32").eval()
+            ref = (HFTeacher(model, load_tokenizer(src), self.tokenizer, max_tokens=cfg.micro_tokens())
+                   if cfg.gopd_ref.startswith("hf:") else LogitTeacher(model, self.tokenizer, cfg.micro_tokens()))
+            ref.autocast = cfg.compute_dtype() == "bfloat16"
+            self._reference = ref
+        return self._reference
 
     def evaluate(self) -> dict[str, float]:
         """Held-out success and per-turn success on the first `eval_n` test tasks (greedy by default)."""
@@ -188,6 +226,7 @@ class Run:
     _expert_turns: dict[str, int] = dataclasses.field(default_factory=dict)
     skills: Any = None
     """Skill-SD's `SkillLibrary` (None for other methods)."""
+    _reference: Any = None
 
     def extra_state(self) -> dict[str, Any]:
         """Recipe state saved with each checkpoint (the curriculum's; the skill library's)."""
@@ -204,6 +243,8 @@ def preflight(cfg: TrainConfig) -> None:
         cfg.validate()
         resolve_env_id(cfg.env)
         check_model_name(parse_spec(cfg.student).name)
+        if parse_spec(cfg.student).backend == "vllm" and not vllm_available():
+            raise ValueError(f"--student {cfg.student}: vLLM is not installed here; {INSTALL_HINT}")
         if cfg.teacher.startswith("hf:"):
             check_model_name(parse_spec(cfg.teacher).name)
     except ValueError as e:
@@ -265,7 +306,11 @@ def start(cfg: TrainConfig, console: Console | None = None) -> Run:
         renderer = cached_renderer(tok, cfg.renderer)
     except (ValueError, RenderError) as e:
         raise UserError(f"--renderer {cfg.renderer}: {e}") from None
-    policy = HFPolicy(model, tok, dtype=getattr(torch, dtype), stop_token_ids=renderer.stop_token_ids)
+    policy: HFPolicy | VLLMPolicy = HFPolicy(model, tok, dtype=getattr(torch, dtype), stop_token_ids=renderer.stop_token_ids)
+    if parse_spec(cfg.student).backend == "vllm":  # the same weights in vLLM's engine (see sync_policy)
+        ctx = min(cfg.max_context_tokens, getattr(model.config, "max_position_embeddings", cfg.max_context_tokens))
+        policy = _load("student engine", VLLMPolicy, str(ckpt) if ckpt else student, tok, dtype=dtype,
+                       max_model_len=ctx, stop_token_ids=renderer.stop_token_ids, seed=cfg.seed)
     teacher = _load("teacher", build_teacher, cfg.teacher, model, tok, device=cfg.teacher_device or cfg.device,
                     only_diverged=cfg.dagger_only_diverged, dtype=dtype, max_tokens=cfg.micro_tokens(),
                     temperature=cfg.teacher_temperature, served=cfg.served_options(str(run)))

@@ -12,9 +12,11 @@ from agentopd.rollout.render import RENDERERS
 from agentopd.teachers.factory import ServedOptions, teacher_kind, teachers_giving
 from agentopd.tools.formats import FORMATS
 from agentopd.training.learner import OptimConfig
-from agentopd.training.objectives import GKD, CrossEntropy, GKDTopK, ReverseKLPG, SkillSD
+from agentopd.training.objectives import CrossEntropy, ReverseKLPG, SkillSD
 
-LOSSES = ("reverse_kl_pg", "gkd", "sft", "dagger", "skill_sd")
+LOSSES = ("reverse_kl_pg", "gkd", "sft", "dagger", "skill_sd", "akl", "todi", "eopd", "gopd", "sdpo")
+TOPK_LOSSES = ("gkd", "akl", "todi", "eopd")
+"""Losses over the teacher's distribution: full vocabulary, or its top-K plus a tail (--gkd-topk)."""
 CURRICULA = ("none", "f2b", "b2f", "kl")
 
 
@@ -25,14 +27,15 @@ class TrainConfig:
     env: str = "agentopd/Calc-v0"
     """Env id: a registered id, module:EnvId (imports module, which registers it), or class:pkg.module:Class."""
     student: str = "hf:smollm2-135m"
-    """Student model spec (hf:<name-or-path>); the default is the embedded SmolLM2-135M-Instruct."""
+    """Student model spec (hf:<name-or-path>, or vllm:<name-or-path>: trained the same, sampled by vLLM's
+    engine, which gets the new weights after every step); the default is the embedded SmolLM2-135M-Instruct."""
     teacher: str = "self"
     """self (student + skill card; the default, chosen by benchmarks/default_teacher.sh),
     oracle (the env's expert, DAgger), hf:<model>, or openai:<model>@<base_url> (a served model:
     prompt logprobs when the server gives them, else text relabels; probed before the first step)."""
     loss: str = "auto"
-    """reverse_kl_pg | gkd | sft | dagger | skill_sd; auto = dagger for the oracle, reverse_kl_pg
-    otherwise."""
+    """reverse_kl_pg | gkd | sft | dagger | skill_sd | akl | todi | eopd | gopd | sdpo; auto =
+    dagger for the oracle, reverse_kl_pg otherwise."""
     steps: int = 5
     """Optimizer steps of the method, after the warm start."""
     warm_start_steps: int = 5
@@ -130,10 +133,34 @@ class TrainConfig:
     gkd_temperature: float = 0.9
     """gkd: softmax temperature of both distributions."""
     gkd_topk: int = 0
-    """gkd: 0 = full-vocabulary JSD; K > 0 = the teacher keeps only its top-K log-probs per token
-    (what a served teacher returns) and the loss is JSD over those K tokens plus a tail bucket."""
+    """gkd, akl, todi, eopd: 0 = the teacher's full-vocabulary distribution; K > 0 = only its top-K
+    log-probs per token (what a served teacher returns), the loss over those K plus a tail bucket."""
     gkd_lambda: float = 1.0
     """gkd: fraction of steps trained on student rollouts (the rest on teacher-generated ones)."""
+    akl_mu: float = 0.5
+    """akl: the head is the teacher's most likely tokens up to this cumulative mass."""
+    todi_beta: float = 1.0
+    """todi: sharpness of the per-token weight sigmoid(beta log(p_T / p_S))."""
+    eopd_fkl_coef: float = 1.0
+    """eopd: weight of the forward-KL term added on high-entropy teacher tokens."""
+    eopd_entropy_threshold: float = 0.5
+    """eopd: teacher entropy (nats) above which a token gets the forward-KL term."""
+    gopd_lambda: float = 1.25
+    """gopd: reward extrapolation lambda in lambda (log pi_T - log pi_ref) - (log pi_theta - log pi_ref);
+    1 is plain reverse_kl_pg, > 1 extrapolates beyond the teacher."""
+    gopd_ref: str = "start"
+    """gopd: the reference policy: start (the student as the method starts, after any warm start)
+    or hf:<model>."""
+    sdpo_ratio_cap: float = 2.0
+    """sdpo: cap of the importance weight pi_theta / mu (2 as published)."""
+    tip_ratio: float = 0.0
+    """TIP token selection: train on this fraction of each step's tokens, drawn by importance
+    (H_S / ln V)^alpha (JSD / ln 2)^gamma (0 = all tokens); any on-policy logit loss."""
+    tip_alpha: float = 1.0
+    """TIP: exponent of the student's entropy."""
+    tip_gamma: float = 1.0
+    """TIP: exponent of the teacher-student JSD (needs a teacher with top-k or full logits; 0 =
+    entropy alone, for sampled-token teachers)."""
     dagger_only_diverged: bool = False
     """dagger: train only on turns where the student failed the per-turn oracle check."""
     eval_every: int = 5
@@ -233,8 +260,10 @@ class TrainConfig:
     def needs(self) -> Signal:
         """The teacher signal this run's method needs (decided before anything loads)."""
         loss = self.resolved_loss()
-        if loss == "gkd":
-            return GKDTopK.needs if self.gkd_topk > 0 else GKD.needs
+        if loss in TOPK_LOSSES:
+            return Signal.TOPK_LOGPROBS if self.gkd_topk > 0 else Signal.FULL_LOGITS
+        if loss in ("gopd", "sdpo"):
+            return Signal.SAMPLED_LOGPROBS
         return {"reverse_kl_pg": ReverseKLPG.needs, "sft": Signal.DEMOS, "dagger": CrossEntropy.needs,
                 "skill_sd": SkillSD.needs}[loss]
 
@@ -257,8 +286,23 @@ class TrainConfig:
         if loss == "gkd" and self.gkd_lambda < 1.0 and Signal.DEMOS not in gives:
             raise ValueError(f"gkd_lambda < 1 samples teacher-generated episodes: needs a teacher that "
                              f"plays them ({' or '.join(teachers_giving(Signal.DEMOS))}), not {self.teacher!r}")
-        if self.gkd_topk < 0 or (self.gkd_topk > 0 and loss != "gkd"):
-            raise ValueError("gkd_topk must be >= 0, and > 0 only with --loss gkd")
+        if self.gkd_topk < 0 or (self.gkd_topk > 0 and loss not in TOPK_LOSSES):
+            raise ValueError(f"gkd_topk must be >= 0, and > 0 only with --loss {' / '.join(TOPK_LOSSES)}")
+        if loss == "sdpo" and self.teacher != "self":
+            raise ValueError(f"sdpo distils from the student's own weights given feedback or a successful sibling: "
+                             f"use --teacher self, not {self.teacher!r}")
+        if loss == "sdpo" and self.episodes_per_step % self.group_size:
+            raise ValueError(f"sdpo plays group_size={self.group_size} episodes per task: episodes_per_step "
+                             f"({self.episodes_per_step}) must be a multiple of it")
+        if not (self.gopd_ref == "start" or (self.gopd_ref.startswith("hf:") and len(self.gopd_ref) > 3)):
+            raise ValueError(f"gopd_ref {self.gopd_ref!r}: use start or hf:<model>")
+        if self.tip_ratio and loss in ("sft", "dagger", "skill_sd", "sdpo"):
+            raise ValueError(f"tip_ratio selects tokens of the student's own episodes for a logit loss: use it with "
+                             f"reverse_kl_pg, gkd, akl, todi, eopd or gopd, not {loss}")
+        if self.tip_ratio and self.tip_gamma and Signal.FULL_LOGITS not in gives and self.needs() != Signal.TOPK_LOGPROBS:
+            raise ValueError("tip_gamma > 0 weights tokens by the teacher-student JSD, which needs the teacher's "
+                             "distribution: use a logit teacher (self, hf:<model>), --gkd-topk with a top-k loss, "
+                             "or --tip-gamma 0")
         if self.max_turns < 0:
             raise ValueError("max_turns must be >= 0 (0 = the env's turn budget)")
         if self.steps < 1 or self.episodes_per_step < 1:
@@ -283,8 +327,8 @@ class TrainConfig:
         if self.teacher.startswith("openai:") and self.teacher_temperature != 1.0:
             raise ValueError("a served teacher's prompt logprobs are at temperature 1: use --teacher-temperature 1 "
                              "with openai:<model>@<base_url>")
-        if parse_spec(self.student).backend != "hf":
-            raise ValueError("the learner trains an hf:<model> student")
+        if parse_spec(self.student).backend not in ("hf", "vllm"):
+            raise ValueError("the learner trains an hf:<model> student (vllm:<model>: the same, sampled by vLLM)")
         self._check_ranges()
 
     def _check_ranges(self) -> None:
@@ -336,6 +380,14 @@ class TrainConfig:
             (self.renderer == "auto" or self.renderer in RENDERERS,
              f"renderer {self.renderer!r}: use auto, {', '.join(RENDERERS)}"),
             (self.tool_format in FORMATS, f"tool_format {self.tool_format!r}: use {', '.join(FORMATS)}"),
+            (0 < self.akl_mu < 1, "akl_mu must be in (0, 1)"),
+            (self.todi_beta > 0, "todi_beta must be > 0"),
+            (self.eopd_fkl_coef >= 0, "eopd_fkl_coef must be >= 0"),
+            (self.eopd_entropy_threshold >= 0, "eopd_entropy_threshold must be >= 0"),
+            (self.gopd_lambda > 0, "gopd_lambda must be > 0"),
+            (self.sdpo_ratio_cap > 0, "sdpo_ratio_cap must be > 0"),
+            (0 <= self.tip_ratio <= 1, "tip_ratio must be in [0, 1] (0 = all tokens)"),
+            (self.tip_alpha >= 0 and self.tip_gamma >= 0, "tip_alpha and tip_gamma must be >= 0"),
             (self.sandbox in ("auto", "strict"), f"sandbox {self.sandbox!r}: use auto or strict"),
             (_device_ok(self.device), f"device {self.device!r}: use cpu, cuda or cuda:<index>"),
             (not self.teacher_device or _device_ok(self.teacher_device),

@@ -16,6 +16,7 @@ from agentopd.recipes.common import now, start
 from agentopd.recipes.config import TrainConfig
 from agentopd.teachers.check import check_signal
 from agentopd.training.objectives import GKD, GKDTopK
+from agentopd.training.selection import select_tokens
 from agentopd.training.turn_stats import TurnAccumulator
 
 
@@ -37,6 +38,11 @@ def main(cfg: TrainConfig, console: Console | None = None) -> dict[str, float]:
             metrics = check_signal(rows)
             run.warn_if_zero_signal(rows, step)
             run.require_targets(rows, step)
+            if cfg.tip_ratio:  # TIP: only a drawn fraction of the tokens carries the loss
+                rows, kept = select_tokens(run.learner.model, rows, cfg.tip_ratio, cfg.tip_alpha, cfg.tip_gamma,
+                                           seed=cfg.seed * 7919 + step, max_tokens=cfg.micro_tokens(),
+                                           autocast=cfg.compute_dtype() == "bfloat16")
+                metrics |= kept
             t2 = now()
             turns = TurnAccumulator()
             metrics |= run.learner.step(rows, turns.wrap(objective))

@@ -87,6 +87,44 @@ def target_logits(model, batch: Batch, pack: bool) -> torch.Tensor:
     return logits_at(model, [r.input_ids for r in batch.rows], positions, pack=pack)
 
 
+class SamplerGap:
+    """The rollout sampler's logprobs against the learner's on the same sampled tokens, before
+    the update: ``d = log pi_learner - log mu_sampler`` over every target with a recorded
+    sampler logprob (``old_logp != 0``; expert targets carry 0). Logged each step as
+    ``rollout/importance_ratio_mean`` (mean exp(d)), ``rollout/sampler_learner_logp_diff_mean``
+    and ``_max`` (of |d|). With a sampler in step with the learner, at temperature 1 and
+    without top-k/top-p, exp(d) is 1 up to float rounding; a stale or mis-synced sampler
+    (another backend's weights, a missed update) shows here whatever the objective."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.ratio = self.abs_sum = self.abs_max = 0.0
+
+    @torch.no_grad()
+    def add(self, logits_NV: torch.Tensor, batch: Batch) -> None:
+        tgt = batch.mask != 0
+        sampled = (batch.old_logp != 0)[tgt].to(logits_NV.device)  # (N,): which targets were sampled
+        if not bool(sampled.any()):
+            return
+        ids = batch.target_ids[tgt].to(logits_NV.device)[sampled]
+        lg = logits_NV[sampled]
+        # in chunks: a float copy of all N x V logits at once can be most of a step's memory
+        new = torch.cat([c.float().gather(-1, i[:, None]).squeeze(-1) - c.float().logsumexp(-1)
+                         for c, i in zip(lg.split(1024), ids.split(1024))])
+        d = new.double() - batch.old_logp[tgt][sampled.cpu()].to(new.device, torch.float64)
+        self.n += d.numel()
+        self.ratio += float(d.exp().sum())
+        self.abs_sum += float(d.abs().sum())
+        self.abs_max = max(self.abs_max, float(d.abs().max()))
+
+    def metrics(self) -> dict[str, float]:
+        if not self.n:
+            return {}
+        return {"rollout/importance_ratio_mean": self.ratio / self.n,
+                "rollout/sampler_learner_logp_diff_mean": self.abs_sum / self.n,
+                "rollout/sampler_learner_logp_diff_max": self.abs_max}
+
+
 class Learner:
     def __init__(self, model, cfg: OptimConfig, total_steps: int, pad_id: int):
         if cfg.schedule not in ("constant", "cosine"):
@@ -107,8 +145,12 @@ class Learner:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def step(self, rows: Sequence[TrainRow], loss_fn: LossFn) -> dict[str, float]:
-        """One optimizer step over all rows (mean over every target token of the step)."""
+    def step(self, rows: Sequence[TrainRow], loss_fn: LossFn, on_policy: bool = True) -> dict[str, float]:
+        """One optimizer step over all rows (mean over every target token of the step).
+
+        `on_policy`: the rows' ``old_logp`` were recorded by the student's own sampler, so the
+        step also logs how far the sampler's logprobs are from the learner's on those tokens
+        (`SamplerGap`); False for rows another policy played (a teacher's demonstrations)."""
         total = sum(sum(r.loss_mask[1:]) for r in rows)
         if total == 0:
             raise ValueError("no target tokens in this step's rows")
@@ -117,6 +159,7 @@ class Learner:
         agg: dict[str, float] = {}
         dev = self.device
         use_ac = self.cfg.autocast == "bf16"
+        gap = SamplerGap() if on_policy else None
         for group in self.micro_batches(rows):
             batch = collate(group, self.pad_id)
             weight = float(batch.mask.sum()) / total
@@ -126,6 +169,8 @@ class Learner:
                 logits = target_logits(self.model, batch, self.pack)
             loss, metrics = loss_fn(logits.float(), batch)
             (loss * weight).backward()
+            if gap is not None:
+                gap.add(logits.detach(), batch)
             for k, v in metrics.items():
                 agg[k] = agg.get(k, 0.0) + weight * float(v)
         grad_norm = torch.nn.utils.clip_grad_norm_(
@@ -141,7 +186,7 @@ class Learner:
         agg["learner/grad_norm"] = float(grad_norm)
         agg["learner/target_tokens"] = float(total)
         self.model.eval()
-        return agg
+        return agg | (gap.metrics() if gap is not None else {})
 
     def micro_batches(self, rows: Sequence[TrainRow]) -> list[list[TrainRow]]:
         if self.pack:

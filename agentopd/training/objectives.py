@@ -14,7 +14,7 @@ from typing import ClassVar, Protocol
 import torch
 
 from agentopd.core.capabilities import Signal, SignalRequest
-from agentopd.training import losses
+from agentopd.training import divergences, losses
 from agentopd.training.batching import Batch
 
 
@@ -149,4 +149,115 @@ class CrossEntropy:
     def __call__(self, logits_NV: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         _, targets_1N, w_1N = _targets(logits_NV, batch)
         out = losses.cross_entropy(logits_NV[None], targets_1N, w_1N)
+        return out.loss, out.metrics
+
+
+def _buckets(logits_NV: torch.Tensor, batch: Batch, topk: int, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logS, logT) at the targets: the teacher's full distribution, or its top-K + a tail."""
+    if topk > 0:
+        ids_1NK, lp_1NK = batch.teacher_topk(logits_NV.device)
+        return divergences.topk_buckets(logits_NV, ids_1NK[0], lp_1NK[0], temperature)
+    return divergences.full_buckets(logits_NV, batch.teacher_target_logp(logits_NV.device), temperature)
+
+
+def _bucket_request(topk: int, temperature: float) -> SignalRequest:
+    if topk > 0:
+        return SignalRequest(Signal.TOPK_LOGPROBS, topk=topk, temperature=temperature)
+    return SignalRequest(Signal.FULL_LOGITS)
+
+
+@dataclass(frozen=True)
+class AdaptiveKL:
+    """AKL (REFERENCES section 5): forward and reverse KL weighted by the teacher's head/tail gaps,
+    over the full vocabulary or the teacher's top-K plus a tail bucket."""
+
+    mu: float = 0.5
+    topk: int = 0
+    temperature: float = 1.0
+
+    @property
+    def needs(self) -> Signal:
+        return Signal.TOPK_LOGPROBS if self.topk > 0 else Signal.FULL_LOGITS
+
+    @property
+    def request(self) -> SignalRequest:
+        return _bucket_request(self.topk, self.temperature)
+
+    def __call__(self, logits_NV: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        _, _, w_1N = _targets(logits_NV, batch)
+        out = divergences.akl(*_buckets(logits_NV, batch, self.topk, self.temperature), w_1N[0], mu=self.mu)
+        return out.loss, out.metrics
+
+
+@dataclass(frozen=True)
+class TokenwiseDivergence:
+    """ToDi (REFERENCES section 5): per category, sigmoid(beta log(p_T / p_S)) between forward and
+    reverse KL."""
+
+    beta: float = 1.0
+    topk: int = 0
+    temperature: float = 1.0
+
+    @property
+    def needs(self) -> Signal:
+        return Signal.TOPK_LOGPROBS if self.topk > 0 else Signal.FULL_LOGITS
+
+    @property
+    def request(self) -> SignalRequest:
+        return _bucket_request(self.topk, self.temperature)
+
+    def __call__(self, logits_NV: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        _, _, w_1N = _targets(logits_NV, batch)
+        out = divergences.todi(*_buckets(logits_NV, batch, self.topk, self.temperature), w_1N[0], beta=self.beta)
+        return out.loss, out.metrics
+
+
+@dataclass(frozen=True)
+class EntropyAwareOPD:
+    """EOPD (REFERENCES section 5): the sampled-token reverse-KL policy gradient (section 1) plus
+    `fkl_coef` x forward KL on the tokens where the teacher's entropy exceeds the threshold."""
+
+    fkl_coef: float = 1.0
+    entropy_threshold: float = 0.5
+    """nats (over the K + 1 buckets with a top-K teacher)."""
+    kl_coef: float = 1.0
+    clip_eps: float = 0.2
+    topk: int = 0
+
+    @property
+    def needs(self) -> Signal:
+        return Signal.TOPK_LOGPROBS if self.topk > 0 else Signal.FULL_LOGITS
+
+    @property
+    def request(self) -> SignalRequest:
+        return _bucket_request(self.topk, 1.0)
+
+    def __call__(self, logits_NV: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        pg_loss, metrics = ReverseKLPG(self.kl_coef, self.clip_eps)(logits_NV, batch)
+        _, _, w_1N = _targets(logits_NV, batch)
+        fkl = divergences.eopd_fkl(*_buckets(logits_NV, batch, self.topk, 1.0), w_1N[0],
+                                   entropy_threshold=self.entropy_threshold)
+        return pg_loss + self.fkl_coef * fkl.loss, metrics | fkl.metrics
+
+
+@dataclass(frozen=True)
+class SDPO:
+    """SDPO (REFERENCES section 8): sg(log pi_S - log pi_T) log pi_S on the sampled tokens, the
+    teacher being the student given feedback or a successful sibling; importance weight capped."""
+
+    ratio_cap: float = 2.0
+    needs: ClassVar[Signal] = Signal.SAMPLED_LOGPROBS
+
+    @property
+    def request(self) -> SignalRequest:
+        return SignalRequest(self.needs)
+
+    def __call__(self, logits_NV: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        if batch.teacher_logp is None:
+            raise ValueError("sdpo needs the teacher's sampled-token logprobs on the batch")
+        sel_BT, targets_1N, w_1N = _targets(logits_NV, batch)
+        logp_N = losses.token_logprobs(logits_NV[None], targets_1N)[0]
+        dev = sel_BT.device
+        old_N, tea_N = (x.to(dev)[sel_BT] for x in (batch.old_logp, batch.teacher_logp))
+        out = divergences.sdpo(logp_N, old_N, tea_N, w_1N[0], ratio_cap=self.ratio_cap)
         return out.loss, out.metrics

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The objective-families comparison (issue 13): from the agentic-methods benchmark's shared
+# warm-started student and SFT-made teacher (run benchmarks/agentic_methods.sh first: stages 1-2),
+# the same number of updates for each objective; held-out pass@1 (greedy) and pass@K (K samples
+# at temperature 1) on EVAL_N test tasks, per-turn success and KL in each run's metrics, peak RSS
+# and CPU seconds per run in times.txt. reverse_kl_pg and gkd are the agentic benchmark's own runs
+# (same settings), linked, not rerun.
+#
+# Usage: bash benchmarks/objective_families.sh [ENV] [SEED] [METHODS]
+# Sizes as in agentic_methods.sh: STEPS (8) x EPISODES (8) at LR (5e-5), MAX_NEW (64), MAX_TURNS (6),
+# EVAL_N (100), PASSK (8; 0 skips pass@K). Rerunning continues where it stopped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ENV=${1:-agentopd/Calc-v0}
+seed=${2:-0}
+METHODS=${3:-"akl todi gopd eopd tip50 tip20 sdpo"}
+STEPS=${STEPS:-8}; EPISODES=${EPISODES:-8}; LR=${LR:-5e-5}
+MAX_NEW=${MAX_NEW:-64}; MAX_TURNS=${MAX_TURNS:-6}; EVAL_N=${EVAL_N:-100}; PASSK=${PASSK:-8}
+name=$(echo "$ENV" | sed 's#agentopd/##; s#-v0##' | tr 'A-Z' 'a-z')
+src=benchmarks/out/agentic_methods/$name
+root=benchmarks/out/objective_families/$name
+T=$src/teacher/step_20; W=$src/warm/step_5
+[ -f "$T/config.json" ] && [ -f "$W/config.json" ] || { echo "run benchmarks/agentic_methods.sh $ENV first (teacher, warm student)" >&2; exit 2; }
+mkdir -p "$root"
+A=".venv/bin/agentopd"
+timed() { /usr/bin/time -a -o "$root/times.txt" -f "$1 wall_s=%e cpu_user_s=%U cpu_sys_s=%S max_rss_kb=%M" "${@:2}"; }
+final() { [ -f "$1/latest" ] && [ "$(cat "$1/latest")" = "step_$STEPS" ]; }
+resume_flag() { [ -f "$1/latest" ] && echo "--resume" || true; }
+evaluate() {  # greedy pass@1, then pass@K at temperature 1
+  [ -f "$2/eval/summary.json" ] || timed "eval $2" $A eval --env "$ENV" --model "hf:$1" --n "$EVAL_N" \
+      --max-new-tokens "$MAX_NEW" --out "$2/eval"
+  if [ "$PASSK" -gt 0 ] && [ ! -f "$2/eval_k$PASSK/summary.json" ]; then
+    timed "eval@$PASSK $2" $A eval --env "$ENV" --model "hf:$1" --n "$EVAL_N" --max-new-tokens "$MAX_NEW" \
+        --k "$PASSK" --temperature 1.0 --out "$2/eval_k$PASSK"
+  fi
+}
+for m in reverse_kl_pg gkd; do  # the agentic benchmark's runs of these two
+  [ -e "$root/$m-seed$seed" ] || { [ -d "$src/$m-seed$seed" ] && ln -s "$(realpath "$src/$m-seed$seed")" "$root/$m-seed$seed"; } || true
+done
+for method in $METHODS reverse_kl_pg gkd; do
+  out="$root/$method-seed$seed"
+  teacher="hf:$T"; extra=""
+  case $method in
+    reverse_kl_pg|gkd) [ -d "$out" ] && final "$out" && { evaluate "$out/step_$STEPS" "$out"; continue; }
+                       loss=$method; [ "$method" = gkd ] && extra="--gkd-beta 0.1" ;;
+    akl) loss=akl ;;
+    todi) loss=todi ;;
+    gopd) loss=gopd; extra="--gopd-lambda 1.25" ;;
+    eopd) loss=eopd ;;
+    tip50) loss=reverse_kl_pg; extra="--tip-ratio 0.5" ;;
+    tip20) loss=reverse_kl_pg; extra="--tip-ratio 0.2" ;;
+    sdpo) loss=sdpo; teacher=self; extra="--group-size 4" ;;
+    *) echo "unknown method $method" >&2; exit 2 ;;
+  esac
+  if ! final "$out"; then
+    timed "$method seed=$seed" $A train --env "$ENV" --student "hf:$W" --teacher "$teacher" --loss "$loss" \
+        --steps "$STEPS" --episodes-per-step "$EPISODES" --max-turns "$MAX_TURNS" --lr "$LR" --seed "$seed" \
+        --max-new-tokens "$MAX_NEW" --keep-checkpoints 1 --eval-every 0 --no-eval-at-start --warm-start-steps 0 \
+        --ckpt-every 1 $extra --out "$out" $(resume_flag "$out")
+  fi
+  evaluate "$out/step_$STEPS" "$out"
+done
+.venv/bin/python benchmarks/agentic_methods.py summarize --root "$root" --teacher "$T" || true

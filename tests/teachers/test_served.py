@@ -312,3 +312,11 @@ def test_structured_tool_calls_become_the_envs_call_text(tokenizer):
         (call,) = fmt.parse(text)  # the env of that format reads the call back
         assert (call.name, call.arguments, call.parse_error) == ("calculator", {"expression": "2+2"}, None), name
 
+
+
+def test_loss_auto_picks_dagger_for_a_chat_only_server(server, tiny_dir, tmp_path, faults):
+    faults(offers=["chat"])
+    r = _train(tmp_path / "run", server, tiny_dir, "--steps", "1", "--loss", "auto", "--max-new-tokens", "4")
+    assert r.exit_code == 0, r.output
+    assert "--loss auto" in r.output and "dagger" in r.output
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["loss"] == "dagger"

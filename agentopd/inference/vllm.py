@@ -23,9 +23,11 @@ distribution. vLLM is an optional dependency: ``pip install vllm`` (CUDA) or ``v
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -45,6 +47,14 @@ def vllm_available() -> bool:
 def _import_vllm():
     if not vllm_available():
         raise ValueError(f"the vllm:<model> backend needs vLLM, which is not installed: {INSTALL_HINT}")
+    # Set before vLLM first reads them (its engine caches them for the process). In process:
+    # weights pass by reference (no worker to serialise them to) and scripts need no __main__
+    # guard. Threads: the engine shares this process's torch threads with the learner, so no
+    # OpenMP pinning unless asked for. Logs: vLLM's per-request and per-reload INFO lines would
+    # interleave with the training progress (VLLM_LOGGING_LEVEL=INFO brings them back).
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     import vllm
 
     return vllm
@@ -84,18 +94,18 @@ class VLLMPolicy:
         self._ids = itertools.count()
         self._open = False
         vllm = _import_vllm()
-        # In process: weights pass by reference (no worker to serialise them to), no __main__
-        # guard. Threads: the engine shares this process's torch threads with the learner, so
-        # no OpenMP pinning of our own threads unless the user asked for it.
-        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
         on_cpu = not torch.cuda.is_available()
         kwargs: dict[str, Any] = dict(
             dtype=dtype, seed=seed, max_num_seqs=max_batch, enable_prefix_caching=True,
             logprobs_mode="processed_logprobs", kv_cache_memory_bytes=int(kv_cache_gib * 2**30),
-            # CUDA graphs are a GPU speed-up; on CPUs eager mode starts in seconds, not minutes.
+            # CPUs: eager, no torch.compile at start (the engine then starts in ~20 s here).
             enforce_eager=on_cpu if enforce_eager is None else enforce_eager,
         )
+        if not on_cpu and "gpu_memory_utilization" not in engine_kwargs:
+            # vLLM refuses to start unless this fraction of the GPU is free, and the learner
+            # already holds its share: ask for (most of) what is free now.
+            free, total = torch.cuda.mem_get_info()
+            kwargs["gpu_memory_utilization"] = round(0.9 * free / total, 3)
         if max_model_len is not None:
             kwargs["max_model_len"] = max_model_len
         kwargs |= engine_kwargs
@@ -157,6 +167,8 @@ class VLLMPolicy:
         from position ``starts[i]`` (default 1) on: what the learner computes on the same ids."""
         from vllm import SamplingParams as VP
 
+        if self._open:
+            raise RuntimeError("cannot score while a generation is open")
         starts = [1] * len(sequences) if starts is None else list(starts)
         prompts = [{"prompt_token_ids": list(s)} for s in sequences]
         vp = VP(max_tokens=1, prompt_logprobs=0, detokenize=False)
@@ -176,10 +188,16 @@ class VLLMPolicy:
             raise RuntimeError("cannot load weights while a generation is open")
         named = weights.state_dict().items() if isinstance(weights, torch.nn.Module) else weights
         t = time.perf_counter()
-        with torch.no_grad():
+        with torch.no_grad(), _kept_layers() as kept:
             tensors = [(n, w.detach()) for n, w in named]
             self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": tensors,
                                                               "is_checkpoint_format": True})
+        # vLLM puts a layer's old tensors back when none of its weights arrived, with a warning
+        # per layer; the rotary embedding has none to send (its cos/sin cache is no weight).
+        stale = sorted(set(kept) - {k for k in kept if "Rotary" in k})
+        if stale:
+            raise RuntimeError(f"vLLM kept the old weights of {', '.join(stale)}: the weights sent "
+                               "do not name them (a different architecture or checkpoint naming?)")
         self.llm.reset_prefix_cache()
         self.syncs += 1
         self.last_sync_s = time.perf_counter() - t
@@ -200,6 +218,36 @@ class VLLMPolicy:
             self.llm = None  # type: ignore[assignment]
 
 
+def _token_prompt(ids: list[int]) -> Any:
+    """A token-id prompt for `LLMEngine.add_request`: vLLM 0.32's engine input (a raw prompt
+    dict is deprecated there), or the raw dict on versions without it."""
+    try:
+        from vllm.inputs.engine import tokens_input
+    except ImportError:
+        return {"prompt_token_ids": ids}
+    return tokens_input(ids)
+
+
+@contextmanager
+def _kept_layers() -> Iterator[list[str]]:
+    """Collects (and silences) vLLM's "<Layer>: Failed to load weights" warnings of a reload:
+    the class names of the layers that kept their old tensors."""
+    log = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
+    kept: list[str] = []
+
+    def keep(record: logging.LogRecord) -> bool:
+        if record.msg == "%s: Failed to load weights" and record.args:
+            kept.append(str(record.args[0]))  # type: ignore[index]
+            return False
+        return True
+
+    log.addFilter(keep)
+    try:
+        yield kept
+    finally:
+        log.removeFilter(keep)
+
+
 class VLLMGeneration:
     """An open batch over vLLM's scheduler: `submit` prompts at any time; `step` runs one engine
     step (every live row one token, waiting prompts prefilled) and returns the rows that
@@ -210,7 +258,7 @@ class VLLMGeneration:
         self.params = params
         self.engine = policy.engine
         self.tag = f"g{next(policy._ids)}"
-        self.live: dict[str, int] = {}  # request id -> row key
+        self._rows: dict[str, int] = {}  # request id -> row key
         policy._open = True
 
     def submit(self, prompt: Sequence[int], key: int) -> None:
@@ -220,33 +268,37 @@ class VLLMGeneration:
             raise ValueError(f"prompt of {len(prompt)} tokens + max_new_tokens {self.params.max_new_tokens} "
                              f"exceeds the engine's max_model_len {self.policy.max_model_len}")
         rid = f"{self.tag}-{key}"
-        if rid in self.live:
+        if rid in self._rows:
             raise ValueError(f"row key {key} is already live in this generation")
-        self.engine.add_request(rid, {"prompt_token_ids": list(prompt)}, self.policy.vllm_params(self.params, key))
-        self.live[rid] = key
+        self.engine.add_request(rid, _token_prompt(list(prompt)), self.policy.vllm_params(self.params, key))
+        self._rows[rid] = key
 
     @property
     def busy(self) -> bool:
-        return bool(self.live)
+        return bool(self._rows)
+
+    @property
+    def live(self) -> int:
+        return len(self._rows)
 
     def step(self) -> list[tuple[int, Sample]]:
         finished = []
         for out in self.engine.step():
-            if not out.finished or out.request_id not in self.live:
+            if not out.finished or out.request_id not in self._rows:
                 continue
             c = out.outputs[0]  # type: ignore[union-attr]
             toks = tuple(c.token_ids)
             lps = tuple(float(d[t].logprob) for d, t in zip(c.logprobs or (), toks))
             why = "stop" if c.finish_reason == "stop" else "length"
-            finished.append((self.live.pop(out.request_id), Sample(toks, lps, why)))
+            finished.append((self._rows.pop(out.request_id), Sample(toks, lps, why)))
         return finished
 
     def close(self) -> None:
-        if self.live:  # rows nobody will read: free their slots
-            self.engine.abort_request(list(self.live))
+        if self._rows:  # rows nobody will read: free their slots
+            self.engine.abort_request(list(self._rows))
             while self.engine.has_unfinished_requests():
                 self.engine.step()
-        self.live = {}
+        self._rows = {}
         self.policy._open = False
 
     def __enter__(self) -> VLLMGeneration:

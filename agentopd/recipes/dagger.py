@@ -36,6 +36,7 @@ def main(cfg: TrainConfig, console: Console | None = None) -> dict[str, float]:
             turns = TurnAccumulator()
             metrics = run.learner.step(rows, turns.wrap(objective))
             t3 = now()
+            metrics |= run.sync_policy()  # the new weights reach the sampler (vLLM's engine; nothing for hf)
             metrics |= rollout_metrics(episodes, rows) | turns.metrics()
             run.end_step(step, metrics, [t0, t1, t2, t3], episodes)
     return run.last

@@ -45,8 +45,9 @@ def main(cfg: TrainConfig, console: Console | None = None) -> dict[str, float]:
                 metrics |= kept
             t2 = now()
             turns = TurnAccumulator()
-            metrics |= run.learner.step(rows, turns.wrap(objective))
+            metrics |= run.learner.step(rows, turns.wrap(objective), on_policy=on_policy)
             t3 = now()
+            metrics |= run.sync_policy()  # the new weights reach the sampler (vLLM's engine; nothing for hf)
             metrics |= (rollout_metrics(episodes, rows) if on_policy else demo_metrics(episodes)) | turns.metrics()
             run.end_step(step, metrics, [t0, t1, t2, t3], episodes)
     return run.last

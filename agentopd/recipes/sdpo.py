@@ -49,6 +49,7 @@ def main(cfg: TrainConfig, console: Console | None = None) -> dict[str, float]:
             turns = TurnAccumulator()
             metrics |= run.learner.step(rows, turns.wrap(objective))
             t3 = now()
+            metrics |= run.sync_policy()  # the new weights reach the sampler (vLLM's engine; nothing for hf)
             metrics |= rollout_metrics(episodes, rows) | turns.metrics()
             metrics["sdpo/sibling_context_frac"] = from_sibling / max(1, len(episodes))
             metrics["sdpo/groups_with_success"] = group_signal(episodes)

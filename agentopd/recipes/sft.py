@@ -42,7 +42,8 @@ def demo_step(run: Run, expert: Policy, step: int, n: int) -> None:
     run.require_targets(rows, step)
     t2 = now()
     turns = TurnAccumulator()
-    metrics = run.learner.step(rows, turns.wrap(CrossEntropy()))
+    metrics = run.learner.step(rows, turns.wrap(CrossEntropy()), on_policy=False)  # an expert played them
     t3 = now()
+    metrics |= run.sync_policy()  # the new weights reach the sampler (vLLM's engine; nothing for hf)
     metrics |= demo_metrics(episodes) | turns.metrics()
     run.end_step(step, metrics, [t0, t1, t2, t3])

@@ -64,6 +64,7 @@ def main(cfg: TrainConfig, console: Console | None = None) -> dict[str, float]:
             turns = TurnAccumulator()
             metrics |= run.learner.step(rows, turns.wrap(objective))
             t3 = now()
+            metrics |= run.sync_policy()  # the new weights reach the sampler (vLLM's engine; nothing for hf)
             for e in episodes:  # credit the cards used, then write new ones from this step's episodes
                 run.skills.record(cards[e.task_id].id, e.reward)  # type: ignore[union-attr]
             for e in episodes:

@@ -99,7 +99,7 @@ class EvalConfig:
         resolve_env_id(self.env)
         if self.model != "oracle":
             spec = parse_spec(self.model)
-            if spec.backend == "hf":
+            if spec.backend in ("hf", "vllm"):
                 check_model_name(spec.name)
 
 

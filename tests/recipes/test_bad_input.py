@@ -20,7 +20,8 @@ BAD_TRAIN = [
     (["--student", "hf:/no/such/model"], "does not exist"),
     (["--student", "hf:./tests"], "holds no config.json"),
     (["--teacher", "hf:/no/such/teacher", "--loss", "gkd"], "does not exist"),
-    (["--student", "vllm:x"], "hf:<model> student"),
+    (["--student", "vllm:/no/such/model"], "does not exist"),
+    (["--student", "openai:m@http://127.0.0.1:9/v1"], "trains an hf:<model> student"),
     (["--teacher", "gpt-9"], "unknown teacher"),
     (["--loss", "ppo"], "unknown loss"),
     (["--teacher", "oracle", "--loss", "gkd"], "needs teacher logprobs"),
@@ -94,7 +95,7 @@ def test_unwritable_or_file_out(tmp_path):
 @pytest.mark.parametrize("args, phrase", [
     (["--n", "0"], "n must be >= 1"), (["--n", "-1"], "n must be >= 1"), (["--batch-size", "0"], "batch_size must be >= 1"),
     (["--split", "dev"], "use train or test"), (["--model", "hf:/no/such/model"], "does not exist"),
-    (["--model", "vllm:x"], "not available yet"), (["--env", "agentopd/Clac-v0"], "Did you mean"),
+    (["--model", "vllm:/no/such/model"], "does not exist"), (["--model", "openai:m"], "needs a base url"), (["--env", "agentopd/Clac-v0"], "Did you mean"),
     (["--temperature", "-1"], "temperature must be >= 0"), (["--dtype", "half"], "use auto, float32 or bfloat16"),
     (["--stop-repeats", "-1"], "stop_repeats must be >= 0"),
 ])

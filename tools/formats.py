@@ -18,6 +18,7 @@ tool-error result; nothing here raises on model output.
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -31,7 +32,7 @@ from agentopd.tools.core import (
 )
 
 
-class ToolCallFormat:
+class ToolCallFormat(ABC):
     """The base of a tool-call convention (subclass it and add it to `FORMATS`)."""
 
     name: ClassVar[str] = ""
@@ -39,16 +40,19 @@ class ToolCallFormat:
     """Turns with a bad call in this format (an unknown tool, broken JSON, a bad name), which
     an env must answer with a tool error (`agentopd check-env` plays them)."""
 
+    @abstractmethod
     def parse(self, text: str) -> list[ToolCall]:
         """Every call in an assistant turn; malformed ones carry `parse_error`."""
         raise NotImplementedError
 
+    @abstractmethod
     def format(self, calls: Sequence[ToolCall]) -> str:
         """The canonical text of one turn's calls. A call with `parse_error` (an undecodable one
         from `from_openai`, whose `raw` is its arguments text as received) is written with that
         text, so parsing it back gives an error again."""
         raise NotImplementedError
 
+    @abstractmethod
     def instructions(self, schemas: Sequence[Mapping[str, Any]]) -> str:
         """The system prompt's tool section: the tools' OpenAI schemas and how to call them."""
         raise NotImplementedError

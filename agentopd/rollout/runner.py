@@ -60,6 +60,8 @@ class _Live:
     conv: Conversation
     task_id: str
     seed: int
+    key: int
+    """The episode's sampler key (`_key(key, turn)`)."""
     oracle: Callable[[], str] | None
     """The oracle of a wrapper that overrides the env's own (None: the env's info is authoritative)."""
     skill_card: dict | None = None
@@ -93,6 +95,7 @@ def run_episodes(
     on_turn: Callable[[int, int], None] | None = None,
     tokenizer=None,
     replay: Sequence[int] | None = None,
+    keys: Sequence[int] | None = None,
 ) -> list[Episode]:
     """Roll out one episode per (task, seed) with `policy`. A message policy needs the student's
     `tokenizer` to render its turns. `on_turn(turns done, episodes live)` runs after each env step
@@ -106,11 +109,14 @@ def run_episodes(
     tokenizer = tokenizer if is_message else policy.tokenizer  # type: ignore[union-attr]
     renderer = cached_renderer(tokenizer, cfg.renderer)
     live: list[_Live] = []
+    keys = list(range(len(tasks))) if keys is None else list(keys)
+    if len(keys) != len(tasks) or len(set(keys)) != len(keys):
+        raise ValueError("run_episodes: keys must be one distinct key per task")
     pool = ThreadEnvPool(cfg.env_workers)
     try:
         for i, (task, seed) in enumerate(zip(tasks, seeds, strict=True)):
             env = make_env()
-            live.append(_start(env, renderer, task, seed, cfg))
+            live.append(_start(env, renderer, task, seed, cfg, keys[i]))
             if replay is not None and replay[i] > 0:
                 _replay_oracle(live[-1], replay[i], renderer, cfg)
         if not is_message and cfg.continuous and hasattr(policy, "open"):
@@ -150,7 +156,7 @@ def _play_lockstep(policy, live: list[_Live], cfg: RolloutConfig, pool: ThreadEn
             samples = [_rendered(renderer, t) for t in texts]
         else:
             samples = policy.sample([ep.conv.token_ids for _, ep in active], cfg.sampling,
-                                    keys=[_key(i, len(ep.turns)) for i, ep in active])
+                                    keys=[_key(ep.key, len(ep.turns)) for _, ep in active])
         experts = [ep.oracle() if ep.oracle is not None else None for _, ep in active]
         spans = [ep.conv.add_assistant(s.token_ids, s.logprobs) for (_, ep), s in zip(active, samples)]
         actions = texts if is_message else [sp[2] for sp in spans]
@@ -166,14 +172,15 @@ def _play_lockstep(policy, live: list[_Live], cfg: RolloutConfig, pool: ThreadEn
 def _play_continuous(policy, live: list[_Live], cfg: RolloutConfig, pool: ThreadEnvPool, on_turn) -> None:
     stepping: dict = {}  # env future -> (episode index, sample, span, expert action)
     turns = 0
+    by_key = {ep.key: i for i, ep in enumerate(live)}
     with policy.open(cfg.sampling) as gen:
-        for i, ep in enumerate(live):
+        for ep in live:
             if _fits(ep, cfg):
-                gen.submit(ep.conv.token_ids, _key(i, 0))
+                gen.submit(ep.conv.token_ids, _key(ep.key, 0))
         while gen.busy or stepping:
             if gen.busy:
                 for key, s in gen.step():
-                    i = key >> 20
+                    i = by_key[key >> 20]
                     ep = live[i]
                     expert = ep.oracle() if ep.oracle is not None else None  # before the env moves
                     span = ep.conv.add_assistant(s.token_ids, s.logprobs)
@@ -186,7 +193,7 @@ def _play_continuous(policy, live: list[_Live], cfg: RolloutConfig, pool: Thread
                 ep = live[i]
                 _record(ep, s, span, f.result(), expert, cfg)
                 if ep.stop is None and _fits(ep, cfg):
-                    gen.submit(ep.conv.token_ids, _key(i, len(ep.turns)))
+                    gen.submit(ep.conv.token_ids, _key(ep.key, len(ep.turns)))
                 turns += 1
                 if on_turn is not None:
                     on_turn(turns, sum(e.stop is None for e in live))
@@ -251,10 +258,11 @@ def _record(ep: _Live, s: Sample, span: tuple[int, int, str], res, expert: str |
         ep.conv.add_observation(obs)
 
 
-def _start(env: gym.Env, renderer: Renderer, task: Task | str | None, seed: int, cfg: RolloutConfig) -> _Live:
+def _start(env: gym.Env, renderer: Renderer, task: Task | str | None, seed: int, cfg: RolloutConfig,
+           key: int) -> _Live:
     obs, info = env.reset(seed=seed, options={"task": task} if task is not None else None)
     card = env.get_wrapper_attr("skill_card")() if cfg.record_skill_card else None
-    return _Live(env, Conversation.start(renderer, obs), info["task_id"], seed, _overriding_oracle(env), card)
+    return _Live(env, Conversation.start(renderer, obs), info["task_id"], seed, key, _overriding_oracle(env), card)
 
 
 def _overriding_oracle(env: gym.Env) -> Callable[[], str] | None:

@@ -58,6 +58,10 @@ def eval_cmd(
                                  "qwen3, qwen3-nothink, qwen2.5, llama3, smollm, chatml or hf."),
     tool_format: str = typer.Option("hermes", help="Tool-call format the env asks for and parses: hermes or "
                                     "llama3_json."),
+    env_pool: str = typer.Option("threads", help="Where envs live and step: threads (this process) or ray (Ray "
+                                 "actors; pip install 'ray>=2.40')."),
+    env_step_timeout: float = typer.Option(300.0, help="Seconds an env step may take before its episode ends "
+                                           "with stop reason error (0 = no limit)."),
 ) -> None:
     """Benchmark an agent on a released task split: success, per-turn success, tool errors."""
     from agentopd.recipes.eval import EvalConfig, run_eval
@@ -65,7 +69,8 @@ def eval_cmd(
     cfg = EvalConfig(env=env, model=model, split=split, n=n, seed=seed, out=out, temperature=temperature,
                      max_new_tokens=max_new_tokens, batch_size=batch_size, device=device, dtype=dtype,
                      continuous_batching=continuous_batching, sandbox=sandbox, k=k, samples=samples,
-                     stop_repeats=stop_repeats, renderer=renderer, tool_format=tool_format)
+                     stop_repeats=stop_repeats, renderer=renderer, tool_format=tool_format, env_pool=env_pool,
+                     env_step_timeout=env_step_timeout)
     with _user_errors():
         run_eval(cfg, console)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from agentopd.core.types import Task
@@ -57,6 +58,16 @@ class BrokenEnv(EchoEnv):
     def step(self, action):
         if self.turn >= 1:
             raise OSError("disk went away")
+        return super().step(action)
+
+
+class HangingEnv(EchoEnv):
+    """An env whose step on task echo-1 hangs (a tool call that never returns) far past any
+    test's step time limit."""
+
+    def step(self, action):
+        if self.task.id == "echo-1":
+            time.sleep(120)
         return super().step(action)
 
 

@@ -16,8 +16,9 @@ decode (the rollout runner submits an episode's next turn as soon as its env has
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -52,6 +53,41 @@ class HFPolicy:
         self.engine_name = "hf" if engine == "hf" or why is not None else "engine"
         self._engine: DecodeEngine | None = None
         self._kv_version = -1
+
+    owns_weights = False
+    """Whether `model` is this sampler's own copy (`detached`), refreshed by `load_weights`
+    after each optimizer step, rather than the learner's module itself."""
+
+    def detached(self) -> HFPolicy:
+        """The same sampler over its own copy of the weights: the learner can step (or be
+        sharded) while this one samples, and `load_weights` brings it up to date."""
+        import copy
+
+        twin = HFPolicy(copy.deepcopy(self.model).eval(), self.tokenizer, self.max_batch, self.stop_token_ids,
+                        self.dtype, self.prefix_cache is not None, engine=self.engine_name)
+        twin.owns_weights = True
+        return twin
+
+    def load_weights(self, named: Iterable[tuple[str, torch.Tensor]]) -> float:
+        """Copy (name, tensor) pairs in the model's own parameter names into this sampler's copy
+        (the `WeightReceiver` contract; a `detached` policy only); returns the seconds it took.
+        A parameter that does not arrive is an error: a half-synced sampler is a silent bug."""
+        if not self.owns_weights:
+            raise RuntimeError("load_weights needs a detached policy (its own copy of the weights)")
+        t = time.perf_counter()
+        params = dict(self.model.named_parameters())
+        missing = set(params)
+        with torch.no_grad():
+            for name, w in named:
+                p = params.get(name)
+                if p is None:
+                    raise KeyError(f"load_weights: the sampler has no parameter {name!r}")
+                p.copy_(w.to(p.device, p.dtype))
+                missing.discard(name)
+        if missing:
+            raise RuntimeError(f"load_weights: no tensor arrived for {', '.join(sorted(missing)[:3])}")
+        self.invalidate()  # the cached keys/values belong to the old weights
+        return time.perf_counter() - t
 
     def invalidate(self) -> None:
         """Forget cached keys/values (they are also dropped automatically when the weights move)."""

@@ -9,7 +9,7 @@ Both play episodes through the same runner (`agentopd.rollout.runner`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -58,6 +58,20 @@ class TokenPolicy(Protocol):
         ...
 
 
+@runtime_checkable
+class WeightReceiver(Protocol):
+    """The one boundary from learner to sampler: a sampler that holds its own copy of the
+    student's weights (`HFPolicy.detached`, vLLM's engine) takes the learner's new tensors
+    after each optimizer step. `Run.sync_policy` is the only caller; a sharded learner streams
+    its parameters through it one gathered tensor at a time."""
+
+    owns_weights: bool
+
+    def load_weights(self, named: Iterable[tuple[str, Any]]) -> float:
+        """Take (parameter name, tensor) pairs; returns the seconds it took."""
+        ...
+
+
 @dataclass(frozen=True)
 class MessageState:
     """What a message policy sees of one live episode."""
@@ -65,8 +79,9 @@ class MessageState:
     messages: tuple[Message, ...]
     """The conversation so far, ending with the observation to answer."""
     env: Any
-    """The episode's gymnasium env (outermost wrapper): privileged policies such as the oracle
-    read the env's state through it (`get_wrapper_attr`); others ignore it."""
+    """The episode's gymnasium env (outermost wrapper), or under a remote env pool its handle,
+    whose `get_wrapper_attr(name)` is a callable that runs where the env lives: privileged
+    policies such as the oracle read the env's state through it; others ignore it."""
 
 
 @runtime_checkable

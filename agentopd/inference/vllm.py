@@ -74,6 +74,9 @@ class VLLMPolicy:
     engine reserves (on CPUs, host memory); `max_model_len` caps prompt + sampled tokens
     (default: the model's); `engine_kwargs` go to `vllm.LLM` unchanged."""
 
+    owns_weights = True
+    """The engine holds its own copy (`agentopd.inference.sampling.WeightReceiver`)."""
+
     def __init__(self, name: str, tokenizer=None, max_batch: int = 32, dtype: str = "float32",
                  kv_cache_gib: float = 2.0, max_model_len: int | None = None,
                  stop_token_ids: Sequence[int] | None = None, enforce_eager: bool | None = None,

@@ -4,6 +4,7 @@ the envs and task sampler, held-out evals, metrics and checkpoints. The recipes 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import resource
@@ -45,7 +46,9 @@ from agentopd.teachers.base import TeacherError
 from agentopd.teachers.check import identical_signal
 from agentopd.teachers.factory import build_teacher
 from agentopd.tools.formats import FORMATS
+from agentopd.training import distributed
 from agentopd.training.checkpoint import find_checkpoint, has_checkpoints
+from agentopd.training.distributed import SINGLE, World
 from agentopd.training.learner import Learner
 
 
@@ -58,48 +61,74 @@ class Run:
     console: Console
     tokenizer: Any
     policy: HFPolicy | VLLMPolicy
-    """The student as a sampler: its model is the learner's (hf), or vLLM's engine holding a copy
-    that `sync_policy` refreshes after every optimizer step (vllm)."""
+    """The student as a sampler: its model is the learner's (hf), or a copy of its own that
+    `sync_policy` refreshes after every optimizer step (vLLM's engine; the hf sampler of a
+    sharded learner or of overlapped rollouts, `HFPolicy.detached`)."""
     teacher: Any
     """A `agentopd.teachers.base.Teacher`."""
     learner: Learner
     tasks: TaskSampler
     test_ids: list[str]
-    logger: MetricsLogger
+    logger: MetricsLogger | NullLogger
     last: dict[str, float] = dataclasses.field(default_factory=dict)
 
     # ---- episodes ---------------------------------------------------------------------
+    @property
     def make_train(self):
-        """A training-split env, with the `max_turns` cap when one is set."""
-        return train_env_factory(self.cfg)()
+        """Makes a training-split env, with the `max_turns` cap when one is set: a picklable
+        factory, not a bound method, so a Ray env pool ships it without the run."""
+        return train_env_factory(self.cfg)
 
     def play(self, policy: Policy, batch: TaskBatch, step: int) -> list[Episode]:
         """Training episodes of `batch` played by `policy` (under the batch's curriculum plan:
-        a turn window, oracle replays); infrastructure errors are dropped."""
+        a turn window, oracle replays); infrastructure errors are dropped. Under torchrun, this
+        rank's slice of them (`distributed.slice_of`), drawn under their global indices."""
         cfg = self.cfg
         rollout = RolloutConfig(SamplingParams(cfg.max_new_tokens, cfg.temperature, seed=cfg.seed * 7919 + step),
                                 cfg.max_context_tokens, record_skill_card=self.teacher.needs_skill_card,
                                 continuous=cfg.continuous_batching, max_student_turns=batch.window,
-                                renderer=cfg.renderer)
-        episodes = run_episodes(self.make_train, policy, batch.task_ids, batch.seeds, rollout, cfg.env,
-                                tokenizer=self.tokenizer, replay=batch.replay)
+                                renderer=cfg.renderer, env_pool=cfg.env_pool, env_step_timeout_s=cfg.env_step_timeout)
+        mine = distributed.slice_of(len(batch.task_ids), self.world)
+        episodes = run_episodes(self.make_train, policy, [batch.task_ids[i] for i in mine],
+                                [batch.seeds[i] for i in mine], rollout, cfg.env, tokenizer=self.tokenizer,
+                                replay=None if batch.replay is None else [batch.replay[i] for i in mine], keys=mine)
         self.policy.invalidate()  # cached keys/values go stale at this step's update: free them now
         return [e for e in episodes if e.stop_reason != StopReason.ERROR]  # infra errors never train
 
     def sync_policy(self) -> dict[str, float]:
         """After each optimizer step: the learner's new weights into the student's sampler when
-        it holds a copy of its own (vLLM's engine, in place, no restart); nothing for the hf
-        student, which samples from the learner's model itself. Returns ``time/sync_s``."""
-        if not isinstance(self.policy, VLLMPolicy):
+        it holds a copy of its own (`WeightReceiver`: vLLM's engine in place; a detached hf
+        sampler), a sharded learner's one gathered parameter at a time; nothing for the hf
+        student that samples from the learner's model itself. Returns ``time/sync_s``."""
+        if not getattr(self.policy, "owns_weights", False):
             return {}
-        return {"time/sync_s": self.policy.load_weights(self.learner.model)}
+        if isinstance(self.policy, VLLMPolicy) and not self.world.distributed:
+            return {"time/sync_s": self.policy.load_weights(self.learner.model)}  # state_dict names, tied head too
+        return {"time/sync_s": self.policy.load_weights(distributed.full_parameters(self.learner.model))}
+
+    @property
+    def scorer(self):
+        """The student's weights as a plain module for no-grad scoring (TIP's entropies, the
+        G-OPD reference): the learner's own, or under FSDP the sampler's synced full copy."""
+        return self.policy.model if self.world.distributed else self.learner.model
+
+    def merged(self, episodes: list[Episode], rows: list[TrainRow]) -> tuple[list[Episode], list[TrainRow]]:
+        """Every rank's episodes and rows (the rows' sampled-token signal only), for metrics and
+        curricula that must see the whole step; this process's own when it is alone."""
+        if not self.world.distributed:
+            return episodes, rows
+        light = [dataclasses.replace(r, signal=None if r.signal is None else dataclasses.replace(
+            r.signal, topk_ids=None, topk_logp=None, target_logp=None)) for r in rows]
+        return distributed.gather(episodes, self.world), distributed.gather(light, self.world)
 
     def expert_turns(self, task_ids) -> list[int]:
         """How many turns the env's oracle takes on each training task (cached; TCOD b2f)."""
         todo = [t for t in dict.fromkeys(task_ids) if t not in self._expert_turns]
         if todo:
             eps = run_episodes(self.make_train, OraclePolicy(), todo, [0] * len(todo),
-                               RolloutConfig(max_context_tokens=10**9, renderer=self.cfg.renderer), self.cfg.env,
+                               RolloutConfig(max_context_tokens=10**9, renderer=self.cfg.renderer,
+                                             env_pool=self.cfg.env_pool, env_step_timeout_s=self.cfg.env_step_timeout),
+                               self.cfg.env,
                                tokenizer=self.tokenizer)
             self._expert_turns |= {t: max(1, e.num_turns) for t, e in zip(todo, eps)}
         return [self._expert_turns[t] for t in task_ids]
@@ -131,7 +160,9 @@ class Run:
                     if self.learner.step_count != cfg.warm_start_steps:
                         raise UserError(f"{saved} is missing: the reference is saved when the method starts "
                                         "(after the warm start); start this run again without --resume")
-                    self.learner.model.save_pretrained(saved)
+                    if self.world.main:
+                        self.scorer.save_pretrained(saved)
+                    distributed.barrier(self.world)
                 src = str(saved)
             model = _load("reference model", load_causal_lm, src, device=cfg.teacher_device or cfg.device,
                           dtype="float32").eval()
@@ -146,10 +177,12 @@ class Run:
         cfg = self.cfg
         rollout = RolloutConfig(SamplingParams(cfg.max_new_tokens, cfg.eval_temperature, seed=cfg.seed),
                                 cfg.max_context_tokens, continuous=cfg.continuous_batching,
-                                stop_repeats=cfg.eval_stop_repeats, renderer=cfg.renderer)
-        eps = run_episodes(lambda: make_env(cfg.env, split="test", **cfg.env_kwargs()), self.policy, self.test_ids,
-                           list(range(len(self.test_ids))), rollout, cfg.env)
-        return eval_metrics(eps)
+                                stop_repeats=cfg.eval_stop_repeats, renderer=cfg.renderer, env_pool=cfg.env_pool,
+                                env_step_timeout_s=cfg.env_step_timeout)
+        mine = distributed.slice_of(len(self.test_ids), self.world)  # each rank its share of the tasks
+        eps = run_episodes(functools.partial(make_env, cfg.env, split="test", **cfg.env_kwargs()), self.policy,
+                           [self.test_ids[i] for i in mine], mine, rollout, cfg.env, keys=mine)
+        return eval_metrics(distributed.gather(eps, self.world))
 
     # ---- checks -----------------------------------------------------------------------
     def require_targets(self, rows: list[TrainRow], step: int) -> None:
@@ -188,6 +221,13 @@ class Run:
                                 f"step ({self.learner.step_count}); rerun with --resume to continue") from None
         self.logger.close()
 
+    def eval_due(self, step: int) -> bool:
+        """Whether `end_step(step)` runs the held-out eval (every eval_every, the last step, the
+        warm start's end)."""
+        cfg, done = self.cfg, step + 1
+        boundary = cfg.warm_start_steps > 0 and done == cfg.warm_start_steps
+        return bool(cfg.eval_every) and (done % cfg.eval_every == 0 or done == cfg.total_steps() or boundary)
+
     def end_step(self, step: int, metrics: dict[str, float], times: list[float],
                  episodes: list[Episode] | None = None) -> None:
         """The curriculum's update, timings, the held-out eval and checkpoint when due (and at the
@@ -207,7 +247,7 @@ class Run:
         else:
             metrics |= self.tasks.update(step, episodes or [], metrics)
         boundary = cfg.warm_start_steps > 0 and done == cfg.warm_start_steps  # warm start -> method
-        if cfg.eval_every and (done % cfg.eval_every == 0 or done == total or boundary):
+        if self.eval_due(step):
             metrics |= self.evaluate()
         self.logger.log(done, metrics)
         if done % cfg.ckpt_every == 0 or done == total or boundary:
@@ -226,6 +266,8 @@ class Run:
     _expert_turns: dict[str, int] = dataclasses.field(default_factory=dict)
     skills: Any = None
     """Skill-SD's `SkillLibrary` (None for other methods)."""
+    world: World = SINGLE
+    """This process's rank under torchrun (`agentopd.training.distributed`)."""
     _reference: Any = None
 
     def extra_state(self) -> dict[str, Any]:
@@ -288,6 +330,13 @@ def start(cfg: TrainConfig, console: Console | None = None) -> Run:
     directory: a run that cannot start writes nothing."""
     console = console or Console()
     preflight(cfg)
+    world = distributed.init(cfg.device)
+    if world.distributed:
+        check_distributed(cfg, world)
+        cfg = dataclasses.replace(cfg, device=distributed.device_for(cfg.device),
+                                  teacher_device=distributed.device_for(cfg.teacher_device) if cfg.teacher_device else "")
+        if not world.main:
+            console = Console(quiet=True)  # rank 0 speaks for the run
     loss = cfg.resolved_loss()
     run = Path(cfg.out)
     ckpt, skipped = find_checkpoint(run)
@@ -306,12 +355,15 @@ def start(cfg: TrainConfig, console: Console | None = None) -> Run:
         renderer = cached_renderer(tok, cfg.renderer)
     except (ValueError, RenderError) as e:
         raise UserError(f"--renderer {cfg.renderer}: {e}") from None
-    policy: HFPolicy | VLLMPolicy = HFPolicy(model, tok, dtype=getattr(torch, dtype), stop_token_ids=renderer.stop_token_ids)
+    hf_policy = HFPolicy(model, tok, dtype=getattr(torch, dtype), stop_token_ids=renderer.stop_token_ids)
+    if world.distributed or cfg.overlap_rollouts:  # the learner shards or steps while this one samples
+        hf_policy = hf_policy.detached()
+    policy: HFPolicy | VLLMPolicy = hf_policy
     if parse_spec(cfg.student).backend == "vllm":  # the same weights in vLLM's engine (see sync_policy)
         ctx = min(cfg.max_context_tokens, getattr(model.config, "max_position_embeddings", cfg.max_context_tokens))
         policy = _load("student engine", VLLMPolicy, str(ckpt) if ckpt else student, tok, dtype=dtype,
                        max_model_len=ctx, stop_token_ids=renderer.stop_token_ids, seed=cfg.seed)
-    teacher = _load("teacher", build_teacher, cfg.teacher, model, tok, device=cfg.teacher_device or cfg.device,
+    teacher = _load("teacher", build_teacher, cfg.teacher, hf_policy.model if world.distributed else model, tok, device=cfg.teacher_device or cfg.device,
                     only_diverged=cfg.dagger_only_diverged, dtype=dtype, max_tokens=cfg.micro_tokens(),
                     temperature=cfg.teacher_temperature, served=cfg.served_options(str(run)))
     if hasattr(teacher, "renderer"):  # the self teacher renders its skill-card prefix in the run's format
@@ -325,7 +377,8 @@ def start(cfg: TrainConfig, console: Console | None = None) -> Run:
             raise UserError(str(e)) from None
         console.print(f"teacher server: prompt logprobs {'yes' if caps.prompt_logprobs else 'no'}"
                       f", completions {'yes' if caps.completions else 'no'}, chat {'yes' if caps.chat else 'no'}")
-    learner = Learner(model, cfg.optim_config(), cfg.total_steps(), pad_id=tok.pad_token_id or 0)
+    learner = Learner(distributed.shard(model, world), cfg.optim_config(), cfg.total_steps(),
+                      pad_id=tok.pad_token_id or 0, world=world)
     extra: dict[str, Any] = {}
     if ckpt is not None:
         extra = learner.load_state(ckpt)
@@ -335,18 +388,49 @@ def start(cfg: TrainConfig, console: Console | None = None) -> Run:
     budget = cfg.curriculum_max_window or cfg.max_turns or int(getattr(train_env.spec, "max_episode_steps", None) or 12)
     train_env.close()
     test_ids = [t.id for t in env_attr(make_env(cfg.env, split="test", **cfg.env_kwargs()), "tasks")][: cfg.eval_n]
-    run.mkdir(parents=True, exist_ok=True)
-    dropped = repair_metrics(run, learner.step_count if ckpt is not None else -1)
-    if dropped:
-        console.print(f"dropped {dropped} metrics line(s) past the checkpoint (torn, or of steps that run again)")
-    # Saved with `loss` resolved, so `agentopd train --config RUN/config.json` reruns exactly this.
-    (run / "config.json").write_text(json.dumps(dataclasses.asdict(dataclasses.replace(cfg, loss=loss)), indent=2))
+    if world.main:
+        run.mkdir(parents=True, exist_ok=True)
+        dropped = repair_metrics(run, learner.step_count if ckpt is not None else -1)
+        if dropped:
+            console.print(f"dropped {dropped} metrics line(s) past the checkpoint (torn, or of steps that run again)")
+        # Saved with `loss` resolved, so `agentopd train --config RUN/config.json` reruns exactly this.
+        (run / "config.json").write_text(json.dumps(dataclasses.asdict(dataclasses.replace(cfg, loss=loss)), indent=2))
+    distributed.barrier(world)
+    if world.distributed:
+        console.print(f"torchrun: {world.size} ranks, FSDP2 over {cfg.device} "
+                      f"({'gloo' if cfg.device == 'cpu' else 'nccl'}); {cfg.episodes_per_step} episodes a step split across them")
     r = Run(cfg, run, console, tok, policy, teacher, learner, UniformTasks(train_ids, cfg.seed), test_ids,
-            MetricsLogger(run))
+            MetricsLogger(run) if world.main else NullLogger(), world=world)
     r.tasks = make_curriculum(cfg, train_ids, budget, r.expert_turns)
     r.tasks.load_state_dict(extra.get("curriculum", {}))
     r.resumed_extra = extra
     return r
+
+
+def check_distributed(cfg: TrainConfig, world: World) -> None:
+    """What a torchrun launch cannot run (yet), in one line each."""
+    loss = cfg.resolved_loss()
+    if loss in ("skill_sd", "sdpo"):
+        raise UserError(f"--loss {loss} keeps per-task groups and a shared skill library, which this launcher "
+                        "does not split across ranks: run it in one process (without torchrun)")
+    if parse_spec(cfg.student).backend == "vllm":
+        raise UserError("a vllm: student under torchrun is not supported: use an hf: student (each rank samples "
+                        "with its own synced copy), or run vLLM in one process")
+    if cfg.overlap_rollouts:
+        raise UserError("--overlap-rollouts under torchrun is not supported yet: drop one of them")
+    if cfg.episodes_per_step < world.size:
+        raise UserError(f"--episodes-per-step {cfg.episodes_per_step} is fewer than the {world.size} ranks: "
+                        "each rank needs at least one episode a step")
+
+
+class NullLogger:
+    """Ranks other than 0 log nothing (rank 0 writes the run's metrics)."""
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def make_curriculum(cfg: TrainConfig, train_ids: list[str], budget: int, expert_turns) -> TaskSampler:
@@ -362,9 +446,10 @@ def make_curriculum(cfg: TrainConfig, train_ids: list[str], budget: int, expert_
 
 
 def train_env_factory(cfg: TrainConfig):
-    """Makes training-split envs, with the `max_turns` cap when one is set."""
+    """Makes training-split envs, with the `max_turns` cap when one is set (a partial of plain
+    values: a Ray env pool pickles it without the config)."""
     turn_cap = {"max_episode_steps": cfg.max_turns} if cfg.max_turns > 0 else {}
-    return lambda: make_env(cfg.env, split="train", **turn_cap, **cfg.env_kwargs())
+    return functools.partial(make_env, cfg.env, split="train", **turn_cap, **cfg.env_kwargs())
 
 
 def now() -> float:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from agentopd.core.capabilities import Signal, expand
 from agentopd.inference.models import parse_spec
+from agentopd.rollout.env_pool import check_env_pool
 from agentopd.rollout.render import RENDERERS
 from agentopd.teachers.factory import ServedOptions, teacher_kind, teachers_giving
 from agentopd.tools.formats import FORMATS
@@ -19,6 +20,9 @@ TOPK_LOSSES = ("gkd", "akl", "todi", "eopd")
 """Losses over the teacher's distribution: full vocabulary, or its top-K plus a tail (--gkd-topk)."""
 CURRICULA = ("none", "f2b", "b2f", "kl")
 
+
+OVERLAP_LOSSES = ("reverse_kl_pg", "gopd", "akl", "todi", "eopd")
+"""Losses of the OPD recipe, whose rollouts can overlap learning (`overlap_rollouts`)."""
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -94,6 +98,11 @@ class TrainConfig:
     continuous_batching: bool = True
     """Rollouts and evals: an episode's next turn joins the sampling batch as soon as its env
     answers, instead of every turn waiting for the batch's slowest row (benchmarks/RESULTS.md)."""
+    overlap_rollouts: bool = False
+    """Sample the next step's episodes (with the weights before this step's update) while the
+    teacher and learner work on this step's: one step of staleness, which the clipped
+    importance ratio corrects; the sampler gets its own copy of the weights. OPD losses only
+    (reverse_kl_pg, gopd, akl, todi, eopd); off by default (benchmarks/RESULTS.md: overlap)."""
     max_turns: int = 0
     """Cap on assistant turns per training episode (0 = the env's own turn budget); the
     held-out eval always uses the env's budget."""
@@ -213,6 +222,13 @@ class TrainConfig:
     sandbox: str = "auto"
     """Tool-code sandbox: auto (the strongest this machine allows; `agentopd doctor` says which)
     or strict (refuse to run model-written code without namespaces)."""
+    env_pool: str = "threads"
+    """Where rollouts' envs live and step: threads (this process) or ray (Ray actors; the ray
+    extra, or pip install 'ray>=2.40'; a running Ray or RAY_ADDRESS is used, else a local one
+    starts). Under ray an env id must resolve in the workers: agentopd/*, module:EnvId or class:."""
+    env_step_timeout: float = 300.0
+    """Seconds an env step may take before its episode ends with stop reason error and the rest
+    go on (the env pool's backstop over the tools' own limits; 0 = none)."""
 
     def resolved_loss(self) -> str:
         if self.loss != "auto":
@@ -305,6 +321,9 @@ class TrainConfig:
                              "or --tip-gamma 0")
         if self.max_turns < 0:
             raise ValueError("max_turns must be >= 0 (0 = the env's turn budget)")
+        if self.overlap_rollouts and loss not in OVERLAP_LOSSES:
+            raise ValueError(f"overlap_rollouts trains on episodes one step stale, which the on-policy objectives' "
+                             f"importance ratio corrects: use it with --loss {' / '.join(OVERLAP_LOSSES)}, not {loss}")
         if self.steps < 1 or self.episodes_per_step < 1:
             raise ValueError("steps and episodes_per_step must be >= 1")
         if self.curriculum != "none" and loss not in ("reverse_kl_pg", "gkd", "dagger"):
@@ -389,6 +408,7 @@ class TrainConfig:
             (0 <= self.tip_ratio <= 1, "tip_ratio must be in [0, 1] (0 = all tokens)"),
             (self.tip_alpha >= 0 and self.tip_gamma >= 0, "tip_alpha and tip_gamma must be >= 0"),
             (self.sandbox in ("auto", "strict"), f"sandbox {self.sandbox!r}: use auto or strict"),
+            (self.env_step_timeout >= 0, "env_step_timeout must be >= 0 (0 = no limit)"),
             (_device_ok(self.device), f"device {self.device!r}: use cpu, cuda or cuda:<index>"),
             (not self.teacher_device or _device_ok(self.teacher_device),
              f"teacher_device {self.teacher_device!r}: use cpu, cuda or cuda:<index>"),
@@ -396,6 +416,7 @@ class TrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise ValueError(msg)
+        check_env_pool(self.env_pool)  # an unknown pool, or ray without Ray installed (says how to install it)
 
 
 def _device_ok(device: str) -> bool:

@@ -37,6 +37,7 @@ def main(cfg: TrainConfig, console: Console | None = None) -> dict[str, float]:
             metrics = run.learner.step(rows, turns.wrap(objective))
             t3 = now()
             metrics |= run.sync_policy()  # the new weights reach the sampler (vLLM's engine; nothing for hf)
-            metrics |= rollout_metrics(episodes, rows) | turns.metrics()
+            episodes, rows = run.merged(episodes, rows)  # every rank's, under torchrun
+            metrics |= rollout_metrics(episodes, rows) | turns.metrics(run.world)
             run.end_step(step, metrics, [t0, t1, t2, t3], episodes)
     return run.last

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -17,6 +18,7 @@ from agentopd.envs.registry import env_attr, make_env, resolve_env_id
 from agentopd.inference.models import check_model_name, parse_spec
 from agentopd.inference.sampling import Policy, SamplingParams
 from agentopd.metrics.episodes import pass_at_k_by_task, per_turn_success, summarize
+from agentopd.rollout.env_pool import check_env_pool, make_env_pool
 from agentopd.rollout.render import RENDERERS
 from agentopd.rollout.runner import RolloutConfig, cached_renderer, run_episodes
 from agentopd.tools.formats import FORMATS
@@ -61,6 +63,10 @@ class EvalConfig:
     qwen2.5, llama3, smollm, chatml or hf."""
     tool_format: str = "hermes"
     """How the env asks for and parses tool calls: hermes (<tool_call> JSON) or llama3_json."""
+    env_pool: str = "threads"
+    """Where envs live and step: threads (this process) or ray (Ray actors; the ray extra)."""
+    env_step_timeout: float = 300.0
+    """Seconds an env step may take before its episode ends with stop reason error (0 = none)."""
 
     @property
     def samples_per_task(self) -> int:
@@ -93,9 +99,11 @@ class EvalConfig:
             (self.renderer == "auto" or self.renderer in RENDERERS,
              f"renderer {self.renderer!r}: use auto, {', '.join(RENDERERS)}"),
             (self.tool_format in FORMATS, f"tool_format {self.tool_format!r}: use {', '.join(FORMATS)}"),
+            (self.env_step_timeout >= 0, "env_step_timeout must be >= 0 (0 = no limit)"),
         ):
             if not ok:
                 raise ValueError(msg)
+        check_env_pool(self.env_pool)
         resolve_env_id(self.env)
         if self.model != "oracle":
             spec = parse_spec(self.model)
@@ -127,18 +135,21 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> tuple[dict[str,
     per = cfg.samples_per_task
     ids = [t.id for t in tasks for _ in range(per)]
     seeds = [cfg.seed + i + j * len(tasks) for i in range(len(tasks)) for j in range(per)]
-    make = lambda: make_env(cfg.env, split=cfg.split, **env_kw)  # noqa: E731
+    make = functools.partial(make_env, cfg.env, split=cfg.split, **env_kw)  # plain values: a Ray pool pickles it
     policy, tokenizer = _policy(cfg)
     renderer = cached_renderer(tokenizer if tokenizer is not None else policy.tokenizer, cfg.renderer)  # type: ignore[union-attr]
     if hasattr(policy, "stop_token_ids"):  # the format's ends of turn (Llama's <|eom_id|>), not only the eos
         policy.stop_token_ids = sorted(set(policy.stop_token_ids) | set(renderer.stop_token_ids))
     rcfg = RolloutConfig(SamplingParams(cfg.max_new_tokens, cfg.temperature, seed=cfg.seed),
                          max_context_tokens=cfg.max_context_tokens, continuous=cfg.continuous_batching,
-                         stop_repeats=cfg.stop_repeats, renderer=cfg.renderer)
+                         stop_repeats=cfg.stop_repeats, renderer=cfg.renderer, env_pool=cfg.env_pool,
+                         env_step_timeout_s=cfg.env_step_timeout)
     t0 = time.time()
     episodes: list[Episode] = []
-    with Progress(TextColumn("[bold]eval[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=False) as bar:
+    # One env pool for every chunk: Ray actors start once, not per chunk.
+    pool = make_env_pool(rcfg.env_pool, rcfg.env_workers, rcfg.env_step_timeout_s, min(cfg.batch_size, len(ids)))
+    with pool, Progress(TextColumn("[bold]eval[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=console, transient=False) as bar:
         job = bar.add_task(f"{cfg.env} {cfg.model}" + (f" x{per} samples" if per > 1 else ""), total=len(ids))
         for c in range(0, len(ids), cfg.batch_size):
             chunk = slice(c, c + cfg.batch_size)
@@ -149,7 +160,8 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> tuple[dict[str,
                 bar.update(job, completed=base + n - live)
 
             crcfg = _chunk_rollout(rcfg, c // cfg.batch_size, per)
-            episodes += run_episodes(make, policy, ids[chunk], seeds[chunk], crcfg, cfg.env, progress, tokenizer)
+            episodes += run_episodes(make, policy, ids[chunk], seeds[chunk], crcfg, cfg.env, progress, tokenizer,
+                                     pool=pool)
             bar.update(job, completed=len(episodes))
     summary = summarize(episodes)
     summary["eval/samples_per_task"] = float(per)

@@ -39,7 +39,7 @@ def main(cfg: TrainConfig, console: Console | None = None) -> dict[str, float]:
             run.warn_if_zero_signal(rows, step)
             run.require_targets(rows, step)
             if cfg.tip_ratio:  # TIP: only a drawn fraction of the tokens carries the loss
-                rows, kept = select_tokens(run.learner.model, rows, cfg.tip_ratio, cfg.tip_alpha, cfg.tip_gamma,
+                rows, kept = select_tokens(run.scorer, rows, cfg.tip_ratio, cfg.tip_alpha, cfg.tip_gamma,
                                            seed=cfg.seed * 7919 + step, max_tokens=cfg.micro_tokens(),
                                            autocast=cfg.compute_dtype() == "bfloat16")
                 metrics |= kept
@@ -48,6 +48,7 @@ def main(cfg: TrainConfig, console: Console | None = None) -> dict[str, float]:
             metrics |= run.learner.step(rows, turns.wrap(objective), on_policy=on_policy)
             t3 = now()
             metrics |= run.sync_policy()  # the new weights reach the sampler (vLLM's engine; nothing for hf)
-            metrics |= (rollout_metrics(episodes, rows) if on_policy else demo_metrics(episodes)) | turns.metrics()
+            episodes, rows = run.merged(episodes, rows)  # every rank's, under torchrun
+            metrics |= (rollout_metrics(episodes, rows) if on_policy else demo_metrics(episodes)) | turns.metrics(run.world)
             run.end_step(step, metrics, [t0, t1, t2, t3], episodes)
     return run.last

@@ -14,6 +14,7 @@ With ``--tip-ratio``, only a drawn fraction of the tokens carries the loss (TIP,
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 from rich.console import Console
@@ -53,15 +54,23 @@ def main(cfg: TrainConfig, console: Console | None = None) -> dict[str, float]:
     request = objective.request
     if cfg.tip_ratio and cfg.tip_gamma and request.kind == Signal.SAMPLED_LOGPROBS:
         request = SignalRequest(Signal.FULL_LOGITS)  # TIP's JSD reads the teacher's distribution
+    ahead = Ahead(run) if cfg.overlap_rollouts else None
     with run.steps() as steps:
         for step in steps:
             if run.warming(step):  # SFT on the oracle's demonstrations first (--warm-start-steps)
                 sft.demo_step(run, run.warm_expert(), step, cfg.episodes_per_step)
                 continue
-            tasks = run.tasks.sample(step, cfg.episodes_per_step)
             t0 = now()
-            episodes = run.play(run.policy, tasks, step)  # the student acts in its own states
+            if ahead is not None:  # sampled while the last step learned (weights one update old)
+                episodes, overlap = ahead.take(step)
+            else:
+                episodes = run.play(run.policy, run.tasks.sample(step, cfg.episodes_per_step), step)
             t1 = now()
+            # the sampler catches up, then plays the next step (not past the end, nor over an eval,
+            # which must see this step's update and has the sampler to itself)
+            prefetch = ahead is not None and step + 1 < cfg.total_steps() and not run.eval_due(step)
+            if ahead is not None and prefetch:
+                overlap |= ahead.start(step + 1)
             rows = run.teacher.relabel(episodes, request)  # the teacher scores its tokens
             metrics = check_signal(rows)
             run.warn_if_zero_signal(rows, step)
@@ -70,7 +79,7 @@ def main(cfg: TrainConfig, console: Console | None = None) -> dict[str, float]:
                 rows, gap = extrapolate(rows, run.reference(), cfg.gopd_lambda)
                 metrics["teacher/ref_gap"] = gap
             if cfg.tip_ratio:  # TIP: only a drawn fraction of the tokens carries the loss
-                rows, kept = select_tokens(run.learner.model, rows, cfg.tip_ratio, cfg.tip_alpha, cfg.tip_gamma,
+                rows, kept = select_tokens(run.scorer, rows, cfg.tip_ratio, cfg.tip_alpha, cfg.tip_gamma,
                                            seed=cfg.seed * 7919 + step, max_tokens=cfg.micro_tokens(),
                                            autocast=cfg.compute_dtype() == "bfloat16")
                 metrics |= kept
@@ -78,10 +87,47 @@ def main(cfg: TrainConfig, console: Console | None = None) -> dict[str, float]:
             turns = TurnAccumulator()
             metrics |= run.learner.step(rows, turns.wrap(objective))
             t3 = now()
-            metrics |= run.sync_policy()  # the new weights reach the sampler (vLLM's engine; nothing for hf)
-            metrics |= rollout_metrics(episodes, rows) | turns.metrics()
+            if not prefetch:
+                metrics |= run.sync_policy()  # the new weights reach the sampler (vLLM's engine, a copy)
+            if ahead is not None:
+                metrics |= overlap
+            episodes, rows = run.merged(episodes, rows)  # every rank's, under torchrun
+            metrics |= rollout_metrics(episodes, rows) | turns.metrics(run.world)
             run.end_step(step, metrics, [t0, t1, t2, t3], episodes)
     return run.last
+
+
+class Ahead:
+    """Overlapped rollouts (`--overlap-rollouts`): the next step's episodes play in a
+    background thread, on the sampler's own copy of the weights, while the teacher and the
+    learner work on this step's. The sampler is synced only between rollouts (never while one
+    plays), so each step trains on episodes drawn one update earlier; ``rollout/staleness``
+    logs it and ``rollout/importance_ratio_*`` the correction it needs."""
+
+    def __init__(self, run: Run):
+        self.run = run
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollout-ahead")
+        self.pending: tuple[int, int, Future] | None = None
+        """(step, learner step its weights are from, the episodes' future)."""
+
+    def start(self, step: int) -> dict[str, float]:
+        run = self.run
+        sync = run.sync_policy()  # the previous step's update, now that no rollout is playing
+        tasks = run.tasks.sample(step, run.cfg.episodes_per_step)
+        self.pending = (step, run.learner.step_count, self.pool.submit(run.play, run.policy, tasks, step))
+        return sync
+
+    def take(self, step: int) -> tuple[list, dict[str, float]]:
+        """This step's episodes (played now if none are pending: the first step) and metrics."""
+        if self.pending is None or self.pending[0] != step:
+            self.start(step)
+        assert self.pending is not None
+        _, weights_step, fut = self.pending
+        t = now()
+        episodes = fut.result()
+        self.pending = None
+        return episodes, {"rollout/staleness": float(self.run.learner.step_count - weights_step),
+                          "time/rollout_wait_s": now() - t}
 
 
 def extrapolate(rows: list[TrainRow], reference, lam: float) -> tuple[list[TrainRow], float]:

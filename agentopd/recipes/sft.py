@@ -45,5 +45,5 @@ def demo_step(run: Run, expert: Policy, step: int, n: int) -> None:
     metrics = run.learner.step(rows, turns.wrap(CrossEntropy()), on_policy=False)  # an expert played them
     t3 = now()
     metrics |= run.sync_policy()  # the new weights reach the sampler (vLLM's engine; nothing for hf)
-    metrics |= demo_metrics(episodes) | turns.metrics()
+    metrics |= demo_metrics(run.merged(episodes, [])[0]) | turns.metrics(run.world)
     run.end_step(step, metrics, [t0, t1, t2, t3])

@@ -5,7 +5,9 @@ whose turn is sampled steps its env at once, in a worker thread, while the other
 decoding, and its next turn joins the batch as soon as the env answers, so no episode waits for
 the slowest row of a turn. Otherwise, per turn, every live episode goes to the policy in one
 batch (a token policy gets token-id prefixes; a message policy gets messages and its env, and
-its text is rendered into the student's tokens), then the envs step in parallel. Either way each
+its text is rendered into the student's tokens), then the envs step in parallel. The envs live
+in an `EnvPool` (threads here, or Ray actors: `RolloutConfig.env_pool`), reached through
+handles, and a step past the pool's time limit ends only its episode. Either way each
 step's info is read as a typed `TurnInfo` and each episode becomes a token-in / token-out
 `Episode`. Draws are keyed by (episode, turn), so both schedules draw the same random numbers
 (on a real model a near-tie token can still flip, because matmuls over different batch shapes
@@ -19,12 +21,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field
 
-import gymnasium as gym
-
 from agentopd.core.turn_info import TurnInfo
 from agentopd.core.types import Episode, StopReason, Task, TurnRecord
 from agentopd.inference.sampling import MessagePolicy, MessageState, Policy, Sample, SamplingParams
-from agentopd.rollout.env_pool import ThreadEnvPool, _safe_step
+from agentopd.rollout.env_pool import EnvFactory, EnvHandle, EnvPool, make_env_pool
 from agentopd.rollout.render import Conversation, Renderer, make_renderer
 
 
@@ -38,7 +38,14 @@ class RolloutConfig:
     ``StopReason.TOKEN_LIMIT`` (truncated). Token policies only: an expert's demonstration is not
     cut by the student's sampling budget."""
     env_workers: int = 8
-    """Threads stepping envs in parallel."""
+    """Envs stepping in parallel: threads of the local pool; with ``ray``, at most this many
+    actors (one per CPU of the cluster), each stepping its envs on threads of its own."""
+    env_pool: str = "threads"
+    """Where envs live and step: ``threads`` (this process) or ``ray`` (Ray actors; the ``ray``
+    extra). See `agentopd.rollout.env_pool`."""
+    env_step_timeout_s: float = 300.0
+    """A step running longer ends its episode with ``StopReason.ERROR`` and the rest go on (the
+    pool's backstop over the tools' own limits; 0 = none)."""
     continuous: bool = True
     """Continuous batching for policies that support it (see the module docstring)."""
     record_skill_card: bool = False
@@ -56,14 +63,14 @@ class RolloutConfig:
 
 @dataclass
 class _Live:
-    env: gym.Env
+    env: EnvHandle
     conv: Conversation
     task_id: str
     seed: int
     key: int
     """The episode's sampler key (`_key(key, turn)`)."""
-    oracle: Callable[[], str] | None
-    """The oracle of a wrapper that overrides the env's own (None: the env's info is authoritative)."""
+    overrides_oracle: bool
+    """A wrapper overrides the env's oracle: ask it each turn (else the env's info is authoritative)."""
     skill_card: dict | None = None
     turns: list[TurnRecord] = field(default_factory=list)
     reward: float = 0.0
@@ -86,7 +93,7 @@ def cached_renderer(tokenizer, name: str = "auto") -> Renderer:
 
 
 def run_episodes(
-    make_env: Callable[[], gym.Env],
+    make_env: EnvFactory,
     policy: Policy,
     tasks: Sequence[Task | str | None],
     seeds: Sequence[int],
@@ -96,13 +103,16 @@ def run_episodes(
     tokenizer=None,
     replay: Sequence[int] | None = None,
     keys: Sequence[int] | None = None,
+    pool: EnvPool | None = None,
 ) -> list[Episode]:
     """Roll out one episode per (task, seed) with `policy`. A message policy needs the student's
     `tokenizer` to render its turns. `on_turn(turns done, episodes live)` runs after each env step
     (lock-step: after each batch of them). `replay[i]`: the env's oracle plays episode i's first
-    turns before the policy acts (TCOD b2f); they are history, outside the loss mask. Never
-    raises for env/tool failures: such episodes end with ``StopReason.ERROR`` and the error
-    text; an env that breaks the `TurnInfo` contract raises."""
+    turns before the policy acts (TCOD b2f); they are history, outside the loss mask. `pool`: an
+    open env pool to play in (left open); default: one from `cfg` for this call. Never raises
+    for env/tool failures (a step that raises or runs past the pool's time limit): such episodes
+    end with ``StopReason.ERROR`` and the error text; an env that breaks the `TurnInfo` contract
+    raises."""
     is_message = isinstance(policy, MessagePolicy)
     if is_message and tokenizer is None:
         raise ValueError("a message policy needs the student's tokenizer to render its turns")
@@ -112,21 +122,27 @@ def run_episodes(
     keys = list(range(len(tasks))) if keys is None else list(keys)
     if len(keys) != len(tasks) or len(set(keys)) != len(keys):
         raise ValueError("run_episodes: keys must be one distinct key per task")
-    pool = ThreadEnvPool(cfg.env_workers)
+    own = pool is None
+    if pool is None:
+        pool = make_env_pool(cfg.env_pool, cfg.env_workers, cfg.env_step_timeout_s, len(tasks))
+    envs: list[EnvHandle] = []
     try:
         for i, (task, seed) in enumerate(zip(tasks, seeds, strict=True)):
-            env = make_env()
-            live.append(_start(env, renderer, task, seed, cfg, keys[i]))
+            envs.append(pool.make(make_env))
+            live.append(_start(envs[-1], renderer, task, seed, cfg, keys[i]))
             if replay is not None and replay[i] > 0:
                 _replay_oracle(live[-1], replay[i], renderer, cfg)
         if not is_message and cfg.continuous and hasattr(policy, "open"):
-            _play_continuous(policy, live, cfg, pool, on_turn)
+            _play_continuous(policy, live, cfg, on_turn)
         else:
             _play_lockstep(policy, live, cfg, pool, on_turn, renderer, is_message)
     finally:
-        pool.close()
-        for ep in live:
-            ep.env.close()
+        try:
+            for env in envs:
+                env.close()
+        finally:
+            if own:
+                pool.close()
     return [_finish(ep, env_id) for ep in live]
 
 
@@ -143,7 +159,7 @@ def _fits(ep: _Live, cfg: RolloutConfig) -> bool:
     return True
 
 
-def _play_lockstep(policy, live: list[_Live], cfg: RolloutConfig, pool: ThreadEnvPool, on_turn, renderer,
+def _play_lockstep(policy, live: list[_Live], cfg: RolloutConfig, pool: EnvPool, on_turn, renderer,
                    is_message: bool) -> None:
     turn = done = 0
     while True:
@@ -152,12 +168,12 @@ def _play_lockstep(policy, live: list[_Live], cfg: RolloutConfig, pool: ThreadEn
             break
         if is_message:  # the env gets the policy's exact text; the student's tokens render it
             params = SamplingParams(**{**cfg.sampling.__dict__, "seed": cfg.sampling.seed * 1000 + turn})
-            texts = policy.respond([MessageState(tuple(ep.conv.messages), ep.env) for _, ep in active], params)
+            texts = policy.respond([MessageState(tuple(ep.conv.messages), ep.env.view()) for _, ep in active], params)
             samples = [_rendered(renderer, t) for t in texts]
         else:
             samples = policy.sample([ep.conv.token_ids for _, ep in active], cfg.sampling,
                                     keys=[_key(ep.key, len(ep.turns)) for _, ep in active])
-        experts = [ep.oracle() if ep.oracle is not None else None for _, ep in active]
+        experts = [ep.env.oracle_action() if ep.overrides_oracle else None for _, ep in active]
         spans = [ep.conv.add_assistant(s.token_ids, s.logprobs) for (_, ep), s in zip(active, samples)]
         actions = texts if is_message else [sp[2] for sp in spans]
         results = pool.step([ep.env for _, ep in active], actions)
@@ -169,7 +185,7 @@ def _play_lockstep(policy, live: list[_Live], cfg: RolloutConfig, pool: ThreadEn
             on_turn(done, sum(ep.stop is None for ep in live))
 
 
-def _play_continuous(policy, live: list[_Live], cfg: RolloutConfig, pool: ThreadEnvPool, on_turn) -> None:
+def _play_continuous(policy, live: list[_Live], cfg: RolloutConfig, on_turn) -> None:
     stepping: dict = {}  # env future -> (episode index, sample, span, expert action)
     turns = 0
     by_key = {ep.key: i for i, ep in enumerate(live)}
@@ -182,9 +198,9 @@ def _play_continuous(policy, live: list[_Live], cfg: RolloutConfig, pool: Thread
                 for key, s in gen.step():
                     i = by_key[key >> 20]
                     ep = live[i]
-                    expert = ep.oracle() if ep.oracle is not None else None  # before the env moves
+                    expert = ep.env.oracle_action() if ep.overrides_oracle else None  # before the env moves
                     span = ep.conv.add_assistant(s.token_ids, s.logprobs)
-                    stepping[pool.submit(ep.env, span[2])] = (i, s, span, expert)
+                    stepping[ep.env.submit(span[2])] = (i, s, span, expert)
                 done = [f for f in stepping if f.done()]
             else:
                 done = list(wait(stepping, return_when=FIRST_COMPLETED).done)
@@ -201,14 +217,13 @@ def _play_continuous(policy, live: list[_Live], cfg: RolloutConfig, pool: Thread
 
 def _replay_oracle(ep: _Live, k: int, renderer: Renderer, cfg: RolloutConfig) -> None:
     """The env's oracle plays the episode's first `k` turns (in the student's tokens, untrained)."""
-    oracle = ep.oracle or ep.env.get_wrapper_attr("oracle_action")
     for _ in range(k):
         if ep.stop is not None:
             return
-        text = oracle()
+        text = ep.env.oracle_action()
         s = _rendered(renderer, text)
         span = ep.conv.add_assistant(s.token_ids, s.logprobs, trained=False)
-        res = _safe_step(ep.env, text)  # an env failure ends this episode only
+        res = ep.env.submit(text).result()  # an env failure ends this episode only
         _record(ep, s, span, res, text, cfg, replayed=True)
 
 
@@ -242,7 +257,7 @@ def _record(ep: _Live, s: Sample, span: tuple[int, int, str], res, expert: str |
         index=len(ep.turns), start=start, end=end, text=text, tool_calls=ti.tool_calls,
         tool_results=ti.tool_results, request_index=ti.request_index, oracle_ok=ti.oracle_ok,
         reward=float(reward), finish_reason=s.finish_reason,
-        oracle_action=expert if ep.oracle is not None or replayed else ti.oracle_action, replayed=replayed,
+        oracle_action=expert if ep.overrides_oracle or replayed else ti.oracle_action, replayed=replayed,
     ))
     ep.request_success = ti.request_success
     n = cfg.stop_repeats
@@ -258,21 +273,11 @@ def _record(ep: _Live, s: Sample, span: tuple[int, int, str], res, expert: str |
         ep.conv.add_observation(obs)
 
 
-def _start(env: gym.Env, renderer: Renderer, task: Task | str | None, seed: int, cfg: RolloutConfig,
+def _start(env: EnvHandle, renderer: Renderer, task: Task | str | None, seed: int, cfg: RolloutConfig,
            key: int) -> _Live:
-    obs, info = env.reset(seed=seed, options={"task": task} if task is not None else None)
-    card = env.get_wrapper_attr("skill_card")() if cfg.record_skill_card else None
-    return _Live(env, Conversation.start(renderer, obs), info["task_id"], seed, key, _overriding_oracle(env), card)
-
-
-def _overriding_oracle(env: gym.Env) -> Callable[[], str] | None:
-    """A wrapper's `oracle_action` when one overrides the env's own; the env's own oracle is
-    already in each step's info, so it is not asked twice."""
-    try:
-        fn = env.get_wrapper_attr("oracle_action")
-    except AttributeError:
-        return None
-    return None if getattr(fn, "__self__", None) is env.unwrapped else fn
+    r = env.reset(seed, {"task": task} if task is not None else None, cfg.record_skill_card)
+    return _Live(env, Conversation.start(renderer, r.obs), r.info["task_id"], seed, key, r.overrides_oracle,
+                 r.skill_card)
 
 
 def _rendered(renderer: Renderer, text: str) -> Sample:

@@ -6,8 +6,9 @@ from collections import defaultdict
 
 import torch
 
-from agentopd.training import losses
+from agentopd.training import distributed, losses
 from agentopd.training.batching import Batch
+from agentopd.training.distributed import SINGLE, World
 
 
 class TurnAccumulator:
@@ -54,7 +55,18 @@ class TurnAccumulator:
 
         return loss_fn
 
-    def metrics(self) -> dict[str, float]:
+    def metrics(self, world: World = SINGLE) -> dict[str, float]:
+        """Per-turn means over every rank's tokens (collective under torchrun)."""
+        if world.distributed:
+            flat = {f"{name}/{t}": float(v) for name, d in (("nll", self.nll), ("n", self.n), ("agree", self.agree),
+                                                             ("n_agree", self.n_agree)) for t, v in d.items()}
+            tot = distributed.all_sum(flat, world)
+            merged = {name: {int(k.rsplit("/", 1)[1]): v for k, v in tot.items() if k.rsplit("/", 1)[0] == name}
+                      for name in ("nll", "n", "agree", "n_agree")}
+            self.nll = defaultdict(float, merged["nll"])
+            self.n = defaultdict(int, {t: int(v) for t, v in merged["n"].items()})
+            self.agree = defaultdict(int, {t: int(v) for t, v in merged["agree"].items()})
+            self.n_agree = defaultdict(int, {t: int(v) for t, v in merged["n_agree"].items()})
         out = {}
         for t in sorted(self.n):
             out[f"turn/{t}/target_nll"] = self.nll[t] / self.n[t]

@@ -67,7 +67,7 @@ class HangingEnv(EchoEnv):
 
     def step(self, action):
         if self.task.id == "echo-1":
-            time.sleep(120)
+            time.sleep(900)
         return super().step(action)
 
 

@@ -321,6 +321,9 @@ class TrainConfig:
                              "or --tip-gamma 0")
         if self.max_turns < 0:
             raise ValueError("max_turns must be >= 0 (0 = the env's turn budget)")
+        if self.overlap_rollouts and parse_spec(self.student).backend == "vllm":
+            raise ValueError("overlap_rollouts with a vllm: student is not supported yet (only the hf sampler's "
+                             "own copy is tested in a background thread): use an hf: student, or drop the flag")
         if self.overlap_rollouts and loss not in OVERLAP_LOSSES:
             raise ValueError(f"overlap_rollouts trains on episodes one step stale, which the on-policy objectives' "
                              f"importance ratio corrects: use it with --loss {' / '.join(OVERLAP_LOSSES)}, not {loss}")

@@ -133,9 +133,9 @@ def test_k1_tokens_unchanged_by_the_new_options(tiny_dir, monkeypatch):
 
     calls = []
 
-    def spy(make, policy, ids, seeds, rcfg, env_id, on_turn=None, tokenizer=None):
+    def spy(make, policy, ids, seeds, rcfg, env_id, on_turn=None, tokenizer=None, **kw):
         calls.append((list(ids), list(seeds), rcfg, policy))
-        return run_episodes(make, policy, ids, seeds, rcfg, env_id, on_turn, tokenizer)
+        return run_episodes(make, policy, ids, seeds, rcfg, env_id, on_turn, tokenizer, **kw)
 
     run_episodes = ev.run_episodes
     monkeypatch.setattr(ev, "run_episodes", spy)

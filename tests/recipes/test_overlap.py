@@ -8,7 +8,6 @@ import json
 import pytest
 import torch
 
-from agentopd.core.config import UserError
 from agentopd.inference.hf import HFPolicy
 from agentopd.recipes import TrainConfig
 from agentopd.recipes import train as main
@@ -55,4 +54,7 @@ def test_overlap_is_refused_for_recipes_that_cannot_use_it(tiny_dir, tmp_path):
                       overlap_rollouts=True)
     with pytest.raises(ValueError, match="overlap_rollouts .* reverse_kl_pg"):
         cfg.validate()
-    assert issubclass(UserError, Exception)
+    vllm = TrainConfig(student="vllm:smollm2-135m", teacher="self", loss="reverse_kl_pg", out=str(tmp_path / "v"),
+                       overlap_rollouts=True)
+    with pytest.raises(ValueError, match="vllm: student is not supported"):
+        vllm.validate()

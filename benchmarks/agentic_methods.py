@@ -185,14 +185,17 @@ def heldout_kl(run: dict, teacher_dir: str | None) -> dict | None:
     """Per turn t: the mean of (logprob - teacher logp) over the student's tokens of turn t in
     the run's T=1 episodes (reverse KL estimate, ``kind: kl``), or the teacher's mean NLL of the
     student's greedy tokens (``kind: nll``) when only greedy episodes exist. Cached next to the
-    episodes (teacher_kl.json), keyed by the file's size and mtime and the teacher."""
-    ks = sorted(run["dir"].glob("eval_k*/episodes.jsonl"))
-    path, kind = (ks[-1], "kl") if ks else (run["dir"] / "eval" / "episodes.jsonl", "nll")
-    if teacher_dir is None or not path.exists():
+    episodes (teacher_kl.json), keyed by the file's size and mtime and the teacher. Episodes are
+    not committed: without them, the committed cache is the result."""
+    ks = sorted(run["dir"].glob("eval_k*/summary.json"))
+    path, kind = (ks[-1].with_name("episodes.jsonl"), "kl") if ks else (run["dir"] / "eval" / "episodes.jsonl", "nll")
+    cache = path.parent / "teacher_kl.json"
+    if not path.exists():
+        return _json(cache)
+    if teacher_dir is None or not Path(teacher_dir).exists():
         return None
     st = path.stat()
     stamp = f"{path.name}:{st.st_size}:{st.st_mtime_ns}:{Path(teacher_dir).resolve()}"
-    cache = path.parent / "teacher_kl.json"
     old = _json(cache)
     if old and old.get("stamp") == stamp:
         return old
@@ -252,31 +255,44 @@ def table_runs(runs: list[dict], times: dict) -> list[str]:
 
 
 def table_methods(runs: list[dict]) -> list[str]:
-    """Table 2: per method, mean success over seeds, the pooled 95% interval over all its
-    episodes, and the pooled difference to sft and to reverse_kl_pg (two-proportion z)."""
+    """Table 2: per method, mean success over seeds with the seeds' standard deviation (the
+    spread a pooled interval does not show), the pooled 95% interval over all its episodes, the
+    pooled difference to sft and to reverse_kl_pg (two-proportion z), and pass@1 / pass@k at
+    temperature 1 averaged over the seeds that have them."""
     groups, pooled = _group(runs), {}
+    ks = sorted({k for r in runs for k, _, _ in r["passk"] if k > 1})
     for method, rs in groups.items():
         done = [r["ev"] for r in rs if r["ev"] is not None and r["ev"]["n"]]
         if done:
-            pooled[method] = (sum(e["k"] for e in done), sum(e["n"] for e in done),
-                              sum(e["k"] / e["n"] for e in done) / len(done), len(done))
+            rates = [e["k"] / e["n"] for e in done]
+            mean = sum(rates) / len(rates)
+            sd = math.sqrt(sum((x - mean) ** 2 for x in rates) / (len(rates) - 1)) if len(rates) > 1 else math.nan
+            pooled[method] = (sum(e["k"] for e in done), sum(e["n"] for e in done), mean, len(done), sd)
     rows = []
     for method, rs in groups.items():
         if method not in pooled:
             rows.append([method, f"0/{len(rs)}", "pending"])
             continue
-        k, n, mean, nd = pooled[method]
+        k, n, mean, nd, sd = pooled[method]
         lo, hi = wilson(k, n)
         vs = ["-" if b == method else "pending" if b not in pooled else
               f"{k / n - pooled[b][0] / pooled[b][1]:+.3f} ({two_prop_z(k, n, *pooled[b][:2]):+.2f})" for b in BASELINES]
-        rows.append([method, f"{nd}/{len(rs)}", f"{mean:.3f}", f"{k / n:.3f} [{lo:.3f}, {hi:.3f}]", n, *vs])
-    return md_table(["method", "runs done", "mean success", "pooled success [95% CI]", "episodes",
-                     *(f"vs {b}: diff (z)" for b in BASELINES)], rows)
+        pk = [(p1, pkk) for r in rs for kk, p1, pkk in r["passk"] if kk in ks]
+        pass_cols = [_f(sum(p[0] for p in pk) / len(pk)) if pk else "-",
+                     *(_f(sum(p[1] for p in pk) / len(pk)) if pk else "-" for _ in ks)]
+        rows.append([method, f"{nd}/{len(rs)}", f"{mean:.3f}", _f(sd), f"{k / n:.3f} [{lo:.3f}, {hi:.3f}]", n, *vs,
+                     *pass_cols])
+    return md_table(["method", "runs done", "mean success", "sd over seeds", "pooled success [95% CI]", "episodes",
+                     *(f"vs {b}: diff (z)" for b in BASELINES), "pass@1 T=1", *(f"pass@{k} T=1" for k in ks)], rows)
 
 
 def table_kl(runs: list[dict]) -> list[str]:
     """Table 3: held-out per-turn teacher KL (or NLL) per run, 'mean (tokens)'."""
-    rows = [[r["name"], "pending"] if not (kl := r.get("kl")) else
+    def missing(r: dict) -> str:
+        kept = (r["dir"] / "eval" / "episodes.jsonl").exists() or any(r["dir"].glob("eval_k*/episodes.jsonl"))
+        return "pending" if r["ev"] is None or kept else "- (episodes not kept)"
+
+    rows = [[r["name"], missing(r)] if not (kl := r.get("kl")) else
             [r["name"], "reverse KL (T=1)" if kl["kind"] == "kl" else "teacher NLL (greedy)", Path(kl["file"]).parent.name,
              *(f"{kl['turns'][str(t)][0]:.3f} ({kl['turns'][str(t)][1]})" if str(t) in kl["turns"] else "-"
                for t in range(KL_TURNS))] for r in runs]

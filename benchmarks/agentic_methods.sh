@@ -6,7 +6,12 @@
 # Usage: bash benchmarks/agentic_methods.sh [ENV] [SEEDS] [METHODS]
 #   e.g. bash benchmarks/agentic_methods.sh agentopd/Calc-v0 "0 1 2" "sft reverse_kl_pg tcod_f2b skill_sd"
 # Every stage is skipped when its output exists and resumes from its checkpoint when it was
-# killed, so the benchmark can be split across sessions: rerun the same command.
+# killed, so the benchmark can be split across sessions: rerun the same command. Checkpoints are
+# not committed (benchmarks/out keeps configs, metrics and evals), so on a fresh machine a model is
+# trained again only when an output that needs it is missing: the teacher and the warm student
+# are remade (same seed, same config: the same weights on the same CPU) before the first method
+# that trains (times.txt labels those runs "(remade)": CPU time counted once), and a method whose
+# evals all exist is not retrained.
 # Sizes (env vars): TEACHER_STEPS (20) x TEACHER_EPISODES (16) oracle demos at TEACHER_LR (1e-4);
 # WARM_STEPS (5) x WARM_EPISODES (16) oracle demos at WARM_LR (1e-4) for the shared student (the
 # main job's warm start: the held-out eval of a 3 x 8 warm start had not finished after 12
@@ -44,26 +49,32 @@ evaluate() {  # evaluate MODEL_DIR OUT: greedy on EVAL_N test tasks, then pass@K
 
 # 1. The teacher: SFT on oracle demonstrations (checked below: held-out success >= 0.9).
 T=$root/teacher
-if ! final "$T" "$TEACHER_STEPS"; then
-  timed "teacher" $A train $COMMON --teacher oracle --loss sft --steps "$TEACHER_STEPS" \
-      --episodes-per-step "$TEACHER_EPISODES" --lr "$TEACHER_LR" --seed 1234 --out "$T" $(resume_flag "$T")
-fi
-PASSK=0 evaluate "$T/step_$TEACHER_STEPS" "$T"
-
-# 2. The shared warm-started student: WARM_STEPS of SFT on oracle demonstrations.
 W=$root/warm
-if ! final "$W" "$WARM_STEPS"; then
-  timed "warm" $A train $COMMON --teacher oracle --loss sft --steps "$WARM_STEPS" --episodes-per-step "$WARM_EPISODES" \
-      --lr "$WARM_LR" --seed 0 --out "$W" $(resume_flag "$W")
-fi
-evaluate "$W/step_$WARM_STEPS" "$W"
+teacher() {
+  if ! final "$T" "$TEACHER_STEPS"; then
+    timed "teacher$(evals_done "$T" 0 && echo " (remade)")" $A train $COMMON --teacher oracle --loss sft --steps "$TEACHER_STEPS" \
+        --episodes-per-step "$TEACHER_EPISODES" --lr "$TEACHER_LR" --seed 1234 --out "$T" $(resume_flag "$T")
+  fi
+}
+# 2. The shared warm-started student: WARM_STEPS of SFT on oracle demonstrations.
+warm() {
+  if ! final "$W" "$WARM_STEPS"; then
+    timed "warm$(evals_done "$W" 0 && echo " (remade)")" $A train $COMMON --teacher oracle --loss sft --steps "$WARM_STEPS" --episodes-per-step "$WARM_EPISODES" \
+        --lr "$WARM_LR" --seed 0 --out "$W" $(resume_flag "$W")
+  fi
+}
+evals_done() {  # evals_done OUT [K]: every eval that evaluate OUT would run exists
+  [ -f "$1/eval/summary.json" ] && { [ "${2:-$PASSK}" -eq 0 ] || [ -f "$1/eval_k${2:-$PASSK}/summary.json" ]; }
+}
+evals_done "$T" 0 || { teacher; PASSK=0 evaluate "$T/step_$TEACHER_STEPS" "$T"; }
+evals_done "$W" || { warm; evaluate "$W/step_$WARM_STEPS" "$W"; }
 [ -f "$root/base/eval/summary.json" ] || PASSK=0 evaluate smollm2-135m "$root/base"
 
 # 3. The methods: STEPS further updates each, from the warm student (the cold control from the
 # raw model); the teacher's student-state check runs on the warm student's episodes.
-[ -f "$root/teacher_check.json" ] || .venv/bin/python benchmarks/agentic_methods.py check-teacher \
+[ -f "$root/teacher_check.json" ] || { teacher; warm; .venv/bin/python benchmarks/agentic_methods.py check-teacher \
     --env "$ENV" --teacher "$T/step_$TEACHER_STEPS" --student "$W/step_$WARM_STEPS" --out "$root/teacher_check.json" \
-    --max-new-tokens "$MAX_NEW" --max-turns "$MAX_TURNS" || echo "check-teacher failed (the runs go on)" >&2
+    --max-new-tokens "$MAX_NEW" --max-turns "$MAX_TURNS" || echo "check-teacher failed (the runs go on)" >&2; }
 for seed in $SEEDS; do
   for method in $METHODS; do
     out="$root/$method-seed$seed"
@@ -80,7 +91,10 @@ for seed in $SEEDS; do
       cold_reverse_kl_pg) loss=reverse_kl_pg; student="hf:smollm2-135m" ;;
       *) echo "unknown method $method" >&2; exit 2 ;;
     esac
+    evals_done "$out" && continue
     if ! final "$out" "$STEPS"; then
+      [ "$teacher" = oracle ] || [ "$teacher" = self ] || teacher
+      case $student in "hf:$W/"*) warm ;; esac
       timed "$method seed=$seed" $A train $COMMON --student "$student" --teacher "$teacher" --loss "$loss" \
           --steps "$STEPS" --episodes-per-step "$EPISODES" --max-turns "$MAX_TURNS" --lr "$LR" --seed "$seed" \
           --ckpt-every 1 $extra --out "$out" $(resume_flag "$out")

@@ -6,7 +6,7 @@ import functools
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -22,6 +22,9 @@ from agentopd.rollout.env_pool import check_env_pool, make_env_pool
 from agentopd.rollout.render import RENDERERS
 from agentopd.rollout.runner import RolloutConfig, cached_renderer, run_episodes
 from agentopd.tools.formats import FORMATS
+
+OPEN_ENVS = 256
+"""Episodes (and so envs) one run_episodes call of an eval holds open at most."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class EvalConfig:
     max_new_tokens: int = 256
     max_context_tokens: int = 4096
     batch_size: int = 32
+    """Rows the sampler keeps live; a finished row's place goes to the next waiting turn."""
     continuous_batching: bool = True
     """An episode's next turn joins the batch as soon as its env answers."""
     stop_repeats: int = 3
@@ -146,22 +150,27 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> tuple[dict[str,
                          env_step_timeout_s=cfg.env_step_timeout)
     t0 = time.time()
     episodes: list[Episode] = []
-    # One env pool for every chunk: Ray actors start once, not per chunk.
+    # One run_episodes call plays up to OPEN_ENVS episodes: the sampler keeps batch_size rows live
+    # and admits a waiting turn whenever a row finishes, so no batch waits for its slowest episode
+    # (chunks of batch_size did, and the last chunk ran nearly empty). The calls only bound how many
+    # envs are open at once. Draws are keyed by (seed, the episode's index in the whole eval, turn):
+    # the episodes do not depend on batch_size or on the calls, and a task's copies differ.
+    span = max(cfg.batch_size, OPEN_ENVS)
+    # One env pool for every call: Ray actors start once.
     pool = make_env_pool(rcfg.env_pool, rcfg.env_workers, rcfg.env_step_timeout_s, min(cfg.batch_size, len(ids)))
     with pool, Progress(TextColumn("[bold]eval[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=console, transient=False) as bar:
         job = bar.add_task(f"{cfg.env} {cfg.model}" + (f" x{per} samples" if per > 1 else ""), total=len(ids))
-        for c in range(0, len(ids), cfg.batch_size):
-            chunk = slice(c, c + cfg.batch_size)
+        for c in range(0, len(ids), span):
+            part = slice(c, c + span)
             done_before = len(episodes)
-            n_chunk = len(ids[chunk])
+            n_part = len(ids[part])
 
-            def progress(turn: int, live: int, base=done_before, n=n_chunk) -> None:
+            def progress(turn: int, live: int, base=done_before, n=n_part) -> None:
                 bar.update(job, completed=base + n - live)
 
-            crcfg = _chunk_rollout(rcfg, c // cfg.batch_size, per)
-            episodes += run_episodes(make, policy, ids[chunk], seeds[chunk], crcfg, cfg.env, progress, tokenizer,
-                                     pool=pool)
+            episodes += run_episodes(make, policy, ids[part], seeds[part], rcfg, cfg.env, progress, tokenizer,
+                                     keys=list(range(c, c + n_part)), pool=pool)
             bar.update(job, completed=len(episodes))
     summary = summarize(episodes)
     summary["eval/samples_per_task"] = float(per)
@@ -175,16 +184,6 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> tuple[dict[str,
         (out / "summary.json").write_text(json.dumps({"config": asdict(cfg), "metrics": summary}, indent=2))
     print_summary(console, cfg, summary, episodes)
     return summary, episodes
-
-
-def _chunk_rollout(rcfg: RolloutConfig, chunk: int, per: int) -> RolloutConfig:
-    """The rollout config of the `chunk`-th run_episodes call. A draw is keyed by (sampling seed,
-    the episode's index within its call, turn): copies of a task in one call differ by index, and
-    with several samples per task each call gets its own sampling seed, so copies split across
-    calls (at the same index) differ too. One sample per task keeps the one seed of every call."""
-    if per == 1 or chunk == 0:
-        return rcfg
-    return replace(rcfg, sampling=replace(rcfg.sampling, seed=rcfg.sampling.seed + (chunk << 32)))
 
 
 def _policy(cfg: EvalConfig) -> tuple[Policy, object]:

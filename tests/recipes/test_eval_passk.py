@@ -110,8 +110,8 @@ def _sampled(ep: Episode) -> tuple[int, ...]:
 
 @pytest.mark.parametrize("batch_size", [1, 3, 32])
 def test_copies_of_a_task_draw_different_tokens(tiny_dir, batch_size):
-    """A random tiny model at temperature 1: copies must not replay one stream, whether they share
-    a run_episodes call (distinct indices) or not (batch_size 1: each call's own sampling seed)."""
+    """A random tiny model at temperature 1: copies of a task must not replay one stream (each
+    episode's draws are keyed by its index in the whole eval), whatever the batch size."""
     cfg = EvalConfig(env="agentopd/Calc-v0", model=f"hf:{tiny_dir}", n=2, k=2, samples=3, temperature=1.0,
                      max_new_tokens=6, max_context_tokens=2048, batch_size=batch_size)
     summary, episodes = run_eval(cfg)
@@ -125,29 +125,34 @@ def test_copies_of_a_task_draw_different_tokens(tiny_dir, batch_size):
         assert len({_sampled(e) for e in eps}) == 3, "copies of a task drew the same tokens"
 
 
-def test_k1_tokens_unchanged_by_the_new_options(tiny_dir, monkeypatch):
-    """--k 1 (one sample) rolls out as before: task i once with env seed seed + i, every
-    run_episodes call with the one sampling seed, and so the same tokens."""
+def test_episodes_do_not_depend_on_the_batch_size_or_the_calls(tiny_dir, monkeypatch):
+    """Temperature 1, a tiny model: batch sizes 1, 2 and 8 and splitting the eval into several
+    run_episodes calls give the same episodes (draws keyed by the episode's index in the eval),
+    and --k 1 keeps env seed seed + i for task i."""
     import agentopd.recipes.eval as ev
-    from agentopd.envs.registry import make_env
 
     calls = []
 
     def spy(make, policy, ids, seeds, rcfg, env_id, on_turn=None, tokenizer=None, **kw):
-        calls.append((list(ids), list(seeds), rcfg, policy))
+        calls.append((len(ids), kw["keys"]))
         return run_episodes(make, policy, ids, seeds, rcfg, env_id, on_turn, tokenizer, **kw)
 
     run_episodes = ev.run_episodes
     monkeypatch.setattr(ev, "run_episodes", spy)
-    cfg = EvalConfig(env="agentopd/Calc-v0", model=f"hf:{tiny_dir}", n=3, temperature=1.0, seed=4,
-                     max_new_tokens=6, max_context_tokens=2048, batch_size=2)
-    _, episodes = run_eval(cfg)
-    assert [e.seed for e in episodes] == [4, 5, 6] and len({e.task_id for e in episodes}) == 3
-    assert [(len(i), s) for i, s, _, _ in calls] == [(2, [4, 5]), (1, [6])]
-    assert calls[0][2] == calls[1][2] and calls[0][2].sampling.seed == 4  # one sampling config, as before
-    make = lambda: make_env(cfg.env, split="test")  # noqa: E731
-    old = [e for ids, seeds, rcfg, policy in calls for e in run_episodes(make, policy, ids, seeds, rcfg, cfg.env)]
-    assert [e.token_ids for e in episodes] == [e.token_ids for e in old]
+    runs = {}
+    for bs, open_envs in ((1, 256), (2, 256), (8, 256), (2, 3)):
+        monkeypatch.setattr(ev, "OPEN_ENVS", open_envs)
+        calls.clear()
+        cfg = EvalConfig(env="agentopd/Calc-v0", model=f"hf:{tiny_dir}", n=7, temperature=1.0, seed=4,
+                         max_new_tokens=6, max_context_tokens=2048, batch_size=bs)
+        _, eps = run_eval(cfg)
+        assert [e.seed for e in eps] == list(range(4, 11)) and len({e.task_id for e in eps}) == 7
+        runs[bs, open_envs] = [e.token_ids for e in eps]
+        if open_envs == 3:
+            assert calls == [(3, [0, 1, 2]), (3, [3, 4, 5]), (1, [6])]
+        else:
+            assert calls == [(7, list(range(7)))]
+    assert all(r == runs[1, 256] for r in runs.values())
 
 
 @pytest.mark.parametrize("kw, phrase", [

@@ -41,7 +41,7 @@ def eval_cmd(
     out: Optional[str] = typer.Option(None, help="Write episodes.jsonl and summary.json here."),  # noqa: UP045
     temperature: float = typer.Option(0.0, help="Sampling temperature (0 = greedy)."),
     max_new_tokens: int = typer.Option(256, help="Per-turn token cap."),
-    batch_size: int = typer.Option(32, help="Rows the sampler keeps live; a finished row's place goes to the next waiting turn."),
+    batch_size: int = typer.Option(64, help="Rows the sampler keeps live; a finished row's place goes to the next waiting turn."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     dtype: str = typer.Option("auto", help="auto (bf16 on CUDA, and on a CPU with native bf16 units where it "
                               "measures faster; fp32 otherwise), float32 or bfloat16."),

@@ -5,6 +5,7 @@
 #
 # Usage: bash benchmarks/agentic_methods.sh [ENV] [SEEDS] [METHODS]
 #   e.g. bash benchmarks/agentic_methods.sh agentopd/Calc-v0 "0 1 2" "sft reverse_kl_pg tcod_f2b skill_sd"
+#   (the method `models` only makes sure the teacher and the warm student's checkpoints exist)
 # Every stage is skipped when its output exists and resumes from its checkpoint when it was
 # killed, so the benchmark can be split across sessions: rerun the same command. Checkpoints are
 # not committed (benchmarks/out keeps configs, metrics and evals), so on a fresh machine a model is
@@ -89,6 +90,7 @@ for seed in $SEEDS; do
       tcod_kl) loss=reverse_kl_pg; extra="--curriculum kl --curriculum-kl-threshold $KL_THRESHOLD" ;;
       skill_sd) loss=skill_sd; teacher=self; extra="--group-size 4" ;;
       cold_reverse_kl_pg) loss=reverse_kl_pg; student="hf:smollm2-135m" ;;
+      models) teacher; warm; continue ;;  # only make sure the teacher and the warm student exist
       *) echo "unknown method $method" >&2; exit 2 ;;
     esac
     evals_done "$out" && continue

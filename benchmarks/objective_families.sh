@@ -4,7 +4,8 @@
 # the same number of updates for each objective; held-out pass@1 (greedy) and pass@K (K samples
 # at temperature 1) on EVAL_N test tasks, per-turn success and KL in each run's metrics, peak RSS
 # and CPU seconds per run in times.txt. reverse_kl_pg and gkd are the agentic benchmark's own runs
-# (same settings), linked, not rerun.
+# (same settings), linked; their pass@K evals run through agentic_methods.sh, which retrains a run
+# whose checkpoint is gone (checkpoints are not committed) with the same seed and config.
 #
 # Usage: bash benchmarks/objective_families.sh [ENV] [SEED] [METHODS]
 # Sizes as in agentic_methods.sh: STEPS (8) x EPISODES (8) at LR (5e-5), MAX_NEW (64), MAX_TURNS (6),
@@ -20,7 +21,9 @@ name=$(echo "$ENV" | sed 's#agentopd/##; s#-v0##' | tr 'A-Z' 'a-z')
 src=benchmarks/out/agentic_methods/$name
 root=benchmarks/out/objective_families/$name
 T=$src/teacher/step_20; W=$src/warm/step_5
-[ -f "$T/config.json" ] && [ -f "$W/config.json" ] || { echo "run benchmarks/agentic_methods.sh $ENV first (teacher, warm student)" >&2; exit 2; }
+models() {  # the agentic benchmark's teacher and warm student (remade there when missing)
+  [ -f "$T/config.json" ] && [ -f "$W/config.json" ] || PASSK=0 bash benchmarks/agentic_methods.sh "$ENV" 0 models
+}
 mkdir -p "$root"
 A=".venv/bin/agentopd"
 timed() { /usr/bin/time -a -o "$root/times.txt" -f "$1 wall_s=%e cpu_user_s=%U cpu_sys_s=%S max_rss_kb=%M" "${@:2}"; }
@@ -34,15 +37,14 @@ evaluate() {  # greedy pass@1, then pass@K at temperature 1
         --k "$PASSK" --temperature 1.0 --out "$2/eval_k$PASSK"
   fi
 }
-for m in reverse_kl_pg gkd; do  # the agentic benchmark's runs of these two
-  [ -e "$root/$m-seed$seed" ] || { [ -d "$src/$m-seed$seed" ] && ln -s "$(realpath "$src/$m-seed$seed")" "$root/$m-seed$seed"; } || true
+for m in reverse_kl_pg gkd; do  # the agentic benchmark's runs of these two, with pass@K added there
+  PASSK=$PASSK bash benchmarks/agentic_methods.sh "$ENV" "$seed" "$m"
+  [ -e "$root/$m-seed$seed" ] || ln -s "$(realpath "$src/$m-seed$seed")" "$root/$m-seed$seed"
 done
-for method in $METHODS reverse_kl_pg gkd; do
+for method in $METHODS; do
   out="$root/$method-seed$seed"
   teacher="hf:$T"; extra=""
   case $method in
-    reverse_kl_pg|gkd) [ -d "$out" ] && final "$out" && { evaluate "$out/step_$STEPS" "$out"; continue; }
-                       loss=$method; [ "$method" = gkd ] && extra="--gkd-beta 0.1" ;;
     akl) loss=akl ;;
     todi) loss=todi ;;
     gopd) loss=gopd; extra="--gopd-lambda 1.25" ;;
@@ -52,6 +54,8 @@ for method in $METHODS reverse_kl_pg gkd; do
     sdpo) loss=sdpo; teacher=self; extra="--group-size 4" ;;
     *) echo "unknown method $method" >&2; exit 2 ;;
   esac
+  [ -f "$out/eval/summary.json" ] && { [ "$PASSK" -eq 0 ] || [ -f "$out/eval_k$PASSK/summary.json" ]; } && continue
+  models
   if ! final "$out"; then
     timed "$method seed=$seed" $A train --env "$ENV" --student "hf:$W" --teacher "$teacher" --loss "$loss" \
         --steps "$STEPS" --episodes-per-step "$EPISODES" --max-turns "$MAX_TURNS" --lr "$LR" --seed "$seed" \

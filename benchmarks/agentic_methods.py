@@ -17,7 +17,7 @@ from collections import defaultdict
 from functools import lru_cache
 from pathlib import Path
 
-METHODS = ("sft", "reverse_kl_pg", "gkd", "dagger", "tcod_f2b", "tcod_b2f", "tcod_kl", "skill_sd",
+METHODS = ("sft", "reverse_kl_pg", "reverse_kl_pg_tau2", "gkd", "dagger", "tcod_f2b", "tcod_b2f", "tcod_kl", "skill_sd",
            "cold_reverse_kl_pg")
 """Known methods, in table order (others found under ROOT follow, by name)."""
 REFS = ("base", "warm", "teacher")

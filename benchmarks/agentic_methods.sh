@@ -83,6 +83,7 @@ for seed in $SEEDS; do
     case $method in
       sft) loss=sft ;;
       reverse_kl_pg) loss=reverse_kl_pg ;;
+      reverse_kl_pg_tau2) loss=reverse_kl_pg; extra="--teacher-temperature 2" ;;  # the teacher scored at tau 2
       gkd) loss=gkd; extra="--gkd-beta $GKD_BETA" ;;
       dagger) loss=dagger; teacher=oracle ;;
       tcod_f2b) loss=reverse_kl_pg; extra="--curriculum f2b --curriculum-every $CURRICULUM_EVERY" ;;

@@ -156,9 +156,9 @@ def on_track(m: dict, t: int) -> float:
 
 
 def read_times(root: Path) -> dict[str, dict[str, float]]:
-    """Run name -> CPU seconds (user + sys, summed over its train and eval lines, resumes
-    included) and peak RSS (kB), from ROOT/times.txt."""
-    p, out = root / "times.txt", defaultdict(lambda: {"cpu_s": 0.0, "rss_kb": 0.0})
+    """Run name -> CPU seconds (user + sys) of its training and greedy eval (`cpu_s`, resumes
+    included) and of its pass@k evals (`passk_cpu_s`), and peak RSS (kB), from ROOT/times.txt."""
+    p, out = root / "times.txt", defaultdict(lambda: {"cpu_s": 0.0, "passk_cpu_s": 0.0, "rss_kb": 0.0})
     pat = r"(.*?) wall_s=\S+ cpu_user_s=(\S+) cpu_sys_s=(\S+) max_rss_kb=(\d+)"
     for line in p.read_text(errors="replace").splitlines() if p.exists() else []:
         m = re.match(pat, line.strip())
@@ -166,7 +166,7 @@ def read_times(root: Path) -> dict[str, dict[str, float]]:
             continue
         ev = re.fullmatch(r"eval(@\d+)? (.+)", m[1])
         name = Path(ev[2]).name if ev else m[1].replace(" seed=", "-seed")
-        out[name]["cpu_s"] += float(m[2]) + float(m[3])
+        out[name]["passk_cpu_s" if ev and ev[1] else "cpu_s"] += float(m[2]) + float(m[3])
         out[name]["rss_kb"] = max(out[name]["rss_kb"], float(m[4]))
     return dict(out)
 
@@ -237,11 +237,12 @@ def table_runs(runs: list[dict], times: dict) -> list[str]:
     """Table 1: one row per run (pending when its greedy eval is missing)."""
     ks = sorted({k for r in runs for k, _, _ in r["passk"] if k > 1})
     head = ["run", "method", "seed", "held-out success [95% CI]", "n", *(f"on track t{t}" for t in range(TURNS)),
-            *(f"stop {s}" for s in STOPS), "pass@1 T=1", *(f"pass@{k} T=1" for k in ks), "CPU min", "peak RSS MB"]
+            *(f"stop {s}" for s in STOPS), "pass@1 T=1", *(f"pass@{k} T=1" for k in ks), "CPU min", "pass@k CPU min", "peak RSS MB"]
     rows = []
     for r in runs:
         tm = times.get(r["name"], {})
-        cost = [_f(tm.get("cpu_s", math.nan) / 60, ".1f"), _f(tm.get("rss_kb", math.nan) / 1024, ".0f")]
+        cost = [_f(tm.get("cpu_s", math.nan) / 60, ".1f"), _f(tm.get("passk_cpu_s", 0.0) / 60 or math.nan, ".1f"),
+                _f(tm.get("rss_kb", math.nan) / 1024, ".0f")]
         if r["ev"] is None:
             rows.append([r["name"], r["method"], r["seed"], "pending", *[""] * (TURNS + len(STOPS) + 2 + len(ks)), *cost])
             continue
@@ -371,7 +372,7 @@ def summarize_root(a: argparse.Namespace) -> str:
     md = [f"# Agentic methods: {root.name}", "",
           f"Teacher: `{teacher or 'pending'}`. Held-out = the greedy eval (`eval/`); 95% Wilson intervals, "
           "n = episodes minus infra errors; pass@k at temperature 1 from `eval_k*/`; CPU = user + sys of "
-          "the run's training and evals (times.txt).", "", "## Table 1: runs", "",
+          "the run's training and greedy eval, pass@k CPU that of its T=1 evals (times.txt).", "", "## Table 1: runs", "",
           *table_runs(runs, read_times(root)), "", "## Table 2: methods (pooled over seeds)", "",
           *table_methods(runs), ""]
     check = _json(root / "teacher_check.json")

@@ -62,12 +62,17 @@ def test_summarize(tmp_path, tiny_dir):
     (root / "reverse_kl_pg-seed0").mkdir()
     (root / "times.txt").write_text("sft seed=0 wall_s=9 cpu_user_s=100 cpu_sys_s=20 max_rss_kb=2048000\n"
                                     f"eval {root}/sft-seed0 wall_s=9 cpu_user_s=50 cpu_sys_s=10 max_rss_kb=1024\n"
+                                    f"eval@4 {root}/sft-seed0 wall_s=9 cpu_user_s=25 cpu_sys_s=5 max_rss_kb=1024\n"
+                                    "warm (remade) wall_s=9 cpu_user_s=999 cpu_sys_s=0 max_rss_kb=1024\n"
                                     "Command exited with non-zero status 1\n")
     am.main(["summarize", "--root", str(root), "--teacher", str(tiny_dir)])
     text = (root / "summary.md").read_text()
     assert "| sft-seed0 | sft | 0 | 0.500 [0.150, 0.850] | 4 | 0.75 | 0.50 |" in text
     assert "| reverse_kl_pg-seed0 | reverse_kl_pg | 0 | pending |" in text and "| base | base | - | pending |" in text
-    assert "| 3.0 | 2000 |" in text  # (120 + 60) CPU seconds, peak RSS of the two lines
+    assert "| 3.0 | 0.5 | 2000 |" in text  # (120 + 60) CPU seconds, the pass@4 eval's 30, peak RSS
+    warm = next(x for x in text.splitlines() if x.startswith("| warm | warm | - | 0.250"))
+    assert warm.endswith("| - | - | - |")  # "warm (remade)": a model made again costs its run nothing
+    assert "| sft | 1/1 | 0.500 | - | 0.500 [" in text  # one seed: no spread
     assert (root / "per_turn_success.png").exists() and (root / "per_turn_kl.png").exists()
     kl = json.loads((root / "warm" / "eval_k4" / "teacher_kl.json").read_text())
     assert kl["kind"] == "kl" and [c for _, c in kl["turns"].values()] == [12, 12]

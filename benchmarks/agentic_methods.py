@@ -192,11 +192,11 @@ def heldout_kl(run: dict, teacher_dir: str | None) -> dict | None:
     cache = path.parent / "teacher_kl.json"
     if not path.exists():
         return _json(cache)
-    if teacher_dir is None or not Path(teacher_dir).exists():
-        return None
     st = path.stat()
-    stamp = f"{path.name}:{st.st_size}:{st.st_mtime_ns}:{Path(teacher_dir).resolve()}"
     old = _json(cache)
+    if teacher_dir is None or not Path(teacher_dir).exists():  # no teacher to score with: a cache of these episodes
+        return old if old and old.get("stamp", "").startswith(f"{path.name}:{st.st_size}:{st.st_mtime_ns}:") else None
+    stamp = f"{path.name}:{st.st_size}:{st.st_mtime_ns}:{Path(teacher_dir).resolve()}"
     if old and old.get("stamp") == stamp:
         return old
     from agentopd.core.rows import TrainRow

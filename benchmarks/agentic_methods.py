@@ -18,7 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 
 METHODS = ("sft", "reverse_kl_pg", "reverse_kl_pg_tau2", "gkd", "dagger", "tcod_f2b", "tcod_b2f", "tcod_kl", "skill_sd",
-           "cold_reverse_kl_pg")
+           "cold_reverse_kl_pg", "akl", "todi", "gopd", "eopd", "tip50", "tip20", "sdpo")
 """Known methods, in table order (others found under ROOT follow, by name)."""
 REFS = ("base", "warm", "teacher")
 BASELINES = ("sft", "reverse_kl_pg")
@@ -129,9 +129,10 @@ def _f(x, fmt: str = ".3f") -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
 
 
-def discover(root: Path) -> list[dict]:
-    """base / warm / teacher, then every ``<method>-seed<k>`` directory under ROOT."""
-    runs = [{"name": r, "method": r, "seed": "-", "dir": root / r} for r in REFS]
+def discover(root: Path, refs: Path | None = None) -> list[dict]:
+    """base / warm / teacher (under REFS, default ROOT), then every ``<method>-seed<k>``
+    directory under ROOT."""
+    runs = [{"name": r, "method": r, "seed": "-", "dir": (refs or root) / r} for r in REFS]
     found = [{"name": d.name, "method": m[1], "seed": int(m[2]), "dir": d} for d in (root.iterdir() if root.exists()
              else []) if d.is_dir() and (m := re.fullmatch(r"(.+)-seed(\d+)", d.name))]
     rank = {m: i for i, m in enumerate(METHODS)}
@@ -315,6 +316,33 @@ def table_train_kl(runs: list[dict]) -> list[str]:
         "(no run logged turn/<t>/teacher_kl yet)"]
 
 
+DIAGNOSTICS = ("loss/kept_frac", "loss/head_weight", "loss/fkl_weight", "loss/high_entropy_frac",
+               "loss/teacher_entropy", "loss/kept_student_entropy", "loss/all_student_entropy", "loss/clip_frac",
+               "loss/capped_frac", "loss/n_tokens")
+"""What each objective does to the tokens (REFERENCES sections 5, 6, 8), in Table 5's column order."""
+
+
+def table_diagnostics(runs: list[dict]) -> list[str]:
+    """Table 5: each run's per-token `loss/` diagnostics, averaged over its training steps
+    (metrics.jsonl); `-` where the objective does not log it."""
+    rows, seen = [], set()
+    for r in runs:
+        p = r["dir"] / "metrics.jsonl"
+        steps = [json.loads(x) for x in p.read_text().splitlines() if x.strip()] if p.exists() else []
+        steps = [m for m in steps if "loss/n_tokens" in m]
+        if not steps or r["method"] in REFS:
+            continue
+        cells = []
+        for key in DIAGNOSTICS:
+            vals = [m[key] for m in steps if isinstance(m.get(key), (int, float)) and not math.isnan(m[key])]
+            seen.update([key] if vals else [])
+            cells.append(_f(sum(vals) / len(vals), ".0f" if key == "loss/n_tokens" else ".3f") if vals else "-")
+        rows.append([r["name"], len(steps), *cells])
+    keep = [i for i, k in enumerate(DIAGNOSTICS) if k in seen]
+    return md_table(["run", "steps", *(DIAGNOSTICS[i].removeprefix("loss/") for i in keep)],
+                    [[*row[:2], *(row[2 + i] for i in keep)] for row in rows]) if rows else ["(no training metrics yet)"]
+
+
 def curves(runs: list[dict], what: str) -> dict[str, tuple[list[float], int]]:
     """Per method: the per-turn held-out curve (`success`: on track, seeds averaged; `kl`: T=1
     reverse KL, tokens pooled over seeds) and how many runs it covers."""
@@ -362,10 +390,10 @@ def plot(runs: list[dict], root: Path) -> list[str]:
 def summarize_root(a: argparse.Namespace) -> str:
     """Write ROOT/summary.md (and the plots) from whatever is finished; print it."""
     root = Path(a.root)
-    latest = root / "teacher" / "latest"
+    latest = Path(a.refs or root) / "teacher" / "latest"
     teacher = a.teacher or (str(root / "teacher" / latest.read_text().strip()) if latest.exists() else None)
     teacher = teacher if teacher and (Path(teacher) / "config.json").exists() else None  # else: pending
-    runs = discover(root)
+    runs = discover(root, Path(a.refs) if a.refs else None)
     for r in runs:
         load_eval(r)
         r["kl"] = heldout_kl(r, teacher) if r["ev"] is not None else None
@@ -385,7 +413,9 @@ def summarize_root(a: argparse.Namespace) -> str:
                f"success {_f(check.get('teacher_heldout_success'))}.", ""]
     md += ["## Table 3: held-out per-turn teacher KL, mean (tokens)", "", *table_kl(runs), "",
            "## Table 4: training per-turn teacher KL (metrics.jsonl), first and last step", "",
-           *table_train_kl(runs), ""]
+           *table_train_kl(runs), "",
+           "## Table 5: per-token loss diagnostics (metrics.jsonl `loss/`), mean over training steps", "",
+           *table_diagnostics(runs), ""]
     pend = [r["name"] for r in runs if r["ev"] is None]
     md += [f"Pending: {', '.join(pend) if pend else 'none'}.", "", *(f"![{p}]({p})" for p in plot(runs, root))]
     text = "\n".join(md) + "\n"
@@ -407,7 +437,8 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"))
     s = sub.add_parser("summarize", help="ROOT/summary.md and plots")
     s.add_argument("--root", required=True)
-    s.add_argument("--teacher", default=None, help="teacher model dir (default: ROOT/teacher/<latest>)")
+    s.add_argument("--teacher", default=None, help="teacher model dir (default: REFS/teacher/<latest>)")
+    s.add_argument("--refs", default=None, help="where base/, warm/ and teacher/ are (default: ROOT)")
     a = p.parse_args(argv)
     check_teacher(a) if a.cmd == "check-teacher" else summarize_root(a)
 

@@ -64,4 +64,4 @@ for method in $METHODS; do
   fi
   evaluate "$out/step_$STEPS" "$out"
 done
-.venv/bin/python benchmarks/agentic_methods.py summarize --root "$root" --teacher "$T" || true
+.venv/bin/python benchmarks/agentic_methods.py summarize --root "$root" --refs "$src" --teacher "$T" || true

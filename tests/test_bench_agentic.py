@@ -94,6 +94,22 @@ def test_summarize(tmp_path, tiny_dir):
     assert nll["kind"] == "nll"
 
 
+def test_summarize_refs_and_diagnostics(tmp_path):
+    """Runs in one root, base/warm/teacher in another (--refs); Table 5 averages each run's
+    loss/ diagnostics over its steps and leaves out the columns no run logs."""
+    refs, root = tmp_path / "agentic" / "calc", tmp_path / "families" / "calc"
+    _eval_dir(refs / "warm" / "eval", 0.25)
+    _eval_dir(root / "akl-seed0" / "eval", 0.5)
+    steps = [{"step": s, "loss/n_tokens": 100.0 * (s + 1), "loss/head_weight": 0.2 * (s + 1),
+              "loss/teacher_entropy": 1.0} for s in range(2)]
+    (root / "akl-seed0" / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in steps) + "\n")
+    am.main(["summarize", "--root", str(root), "--refs", str(refs), "--teacher", str(tmp_path / "none")])
+    text = (root / "summary.md").read_text()
+    assert "| warm | warm | - | 0.250 [" in text and "| akl-seed0 | akl | 0 | 0.500 [" in text
+    assert "| run | steps | head_weight | teacher_entropy | n_tokens |" in text
+    assert "| akl-seed0 | 2 | 0.300 | 1.000 | 150 |" in text
+
+
 def test_check_teacher(tmp_path, tiny_dir):
     out = tmp_path / "check.json"
     am.main(["check-teacher", "--env", "agentopd/Calc-v0", "--teacher", str(tiny_dir), "--student", str(tiny_dir),

@@ -39,7 +39,7 @@ evaluate() {  # greedy pass@1, then pass@K at temperature 1
 }
 for m in reverse_kl_pg gkd; do  # the agentic benchmark's runs of these two, with pass@K added there
   PASSK=$PASSK bash benchmarks/agentic_methods.sh "$ENV" "$seed" "$m"
-  [ -e "$root/$m-seed$seed" ] || ln -s "$(realpath "$src/$m-seed$seed")" "$root/$m-seed$seed"
+  [ -e "$root/$m-seed$seed" ] || ln -s "../../agentic_methods/$name/$m-seed$seed" "$root/$m-seed$seed"
 done
 for method in $METHODS; do
   out="$root/$method-seed$seed"

@@ -8,6 +8,7 @@
 # whose checkpoint is gone (checkpoints are not committed) with the same seed and config.
 #
 # Usage: bash benchmarks/objective_families.sh [ENV] [SEED] [METHODS]
+#   (also akl_top20: AKL on the teacher's top-20 logprobs plus a tail bucket, as a served teacher gives them)
 # Sizes as in agentic_methods.sh: STEPS (8) x EPISODES (8) at LR (5e-5), MAX_NEW (64), MAX_TURNS (6),
 # EVAL_N (100), PASSK (8; 0 skips pass@K). Rerunning continues where it stopped.
 set -euo pipefail
@@ -46,6 +47,7 @@ for method in $METHODS; do
   teacher="hf:$T"; extra=""
   case $method in
     akl) loss=akl ;;
+    akl_top20) loss=akl; extra="--gkd-topk 20" ;;  # a served teacher's view: its top-20 logprobs + a tail bucket
     todi) loss=todi ;;
     gopd) loss=gopd; extra="--gopd-lambda 1.25" ;;
     eopd) loss=eopd ;;

@@ -401,7 +401,7 @@ def summarize_root(a: argparse.Namespace) -> str:
           f"Teacher: `{teacher or 'pending'}`. Held-out = the greedy eval (`eval/`); 95% Wilson intervals, "
           "n = episodes minus infra errors; pass@k at temperature 1 from `eval_k*/`; CPU = user + sys of "
           "the run's training and greedy eval, pass@k CPU that of its T=1 evals (times.txt).", "", "## Table 1: runs", "",
-          *table_runs(runs, read_times(root)), "", "## Table 2: methods (pooled over seeds)", "",
+          *table_runs(runs, {**(read_times(Path(a.refs)) if a.refs else {}), **read_times(root)}), "", "## Table 2: methods (pooled over seeds)", "",
           *table_methods(runs), ""]
     check = _json(root / "teacher_check.json")
     if check:  # the overall line of `check-teacher`

@@ -103,9 +103,11 @@ def test_summarize_refs_and_diagnostics(tmp_path):
     steps = [{"step": s, "loss/n_tokens": 100.0 * (s + 1), "loss/head_weight": 0.2 * (s + 1),
               "loss/teacher_entropy": 1.0} for s in range(2)]
     (root / "akl-seed0" / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in steps) + "\n")
+    (refs / "times.txt").write_text("warm wall_s=9 cpu_user_s=60 cpu_sys_s=0 max_rss_kb=1024\n")
     am.main(["summarize", "--root", str(root), "--refs", str(refs), "--teacher", str(tmp_path / "none")])
     text = (root / "summary.md").read_text()
     assert "| warm | warm | - | 0.250 [" in text and "| akl-seed0 | akl | 0 | 0.500 [" in text
+    assert "| 1.0 | - | 1 |" in text  # the warm run's CPU minutes and RSS, from REFS/times.txt
     assert "| run | steps | head_weight | teacher_entropy | n_tokens |" in text
     assert "| akl-seed0 | 2 | 0.300 | 1.000 | 150 |" in text
 

@@ -391,7 +391,7 @@ def summarize_root(a: argparse.Namespace) -> str:
     """Write ROOT/summary.md (and the plots) from whatever is finished; print it."""
     root = Path(a.root)
     latest = Path(a.refs or root) / "teacher" / "latest"
-    teacher = a.teacher or (str(root / "teacher" / latest.read_text().strip()) if latest.exists() else None)
+    teacher = a.teacher or (str(latest.parent / latest.read_text().strip()) if latest.exists() else None)
     teacher = teacher if teacher and (Path(teacher) / "config.json").exists() else None  # else: pending
     runs = discover(root, Path(a.refs) if a.refs else None)
     for r in runs:

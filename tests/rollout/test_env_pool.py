@@ -131,8 +131,12 @@ def test_ray_pool_close_kills_a_hung_worker_and_parks_a_healthy_one(local_ray):
     assert again._actors[0]._actor_id == healthy._actor_id
     again.close()
     stop_workers()
+    # ray.kill is asynchronous: a ping sent right after it can still be answered; dead within 30 s
+    deadline = time.monotonic() + 30
     with pytest.raises(local_ray.exceptions.RayActorError):
-        local_ray.get(healthy.ping.remote(), timeout=30)
+        while time.monotonic() < deadline:
+            local_ray.get(healthy.ping.remote(), timeout=30)
+            time.sleep(0.2)
 
 
 runner = CliRunner()

@@ -98,7 +98,8 @@ for seed in $SEEDS; do
     if ! final "$out" "$STEPS"; then
       [ "$teacher" = oracle ] || [ "$teacher" = self ] || teacher
       case $student in "hf:$W/"*) warm ;; esac
-      timed "$method seed=$seed" $A train $COMMON --student "$student" --teacher "$teacher" --loss "$loss" \
+      # a run retrained only for a missing pass@K eval: its CPU was counted when it was first made
+      timed "$method seed=$seed$(evals_done "$out" 0 && echo " (remade)")" $A train $COMMON --student "$student" --teacher "$teacher" --loss "$loss" \
           --steps "$STEPS" --episodes-per-step "$EPISODES" --max-turns "$MAX_TURNS" --lr "$LR" --seed "$seed" \
           --ckpt-every 1 $extra --out "$out" $(resume_flag "$out")
     fi

@@ -38,7 +38,7 @@ evaluate() {  # greedy pass@1, then pass@K at temperature 1
         --k "$PASSK" --temperature 1.0 --out "$2/eval_k$PASSK"
   fi
 }
-for m in reverse_kl_pg gkd; do  # the agentic benchmark's runs of these two, with pass@K added there
+for m in ${LINKED-reverse_kl_pg gkd}; do  # (LINKED: which of the two) the agentic benchmark's runs of these two, with pass@K added there
   PASSK=$PASSK bash benchmarks/agentic_methods.sh "$ENV" "$seed" "$m"
   [ -e "$root/$m-seed$seed" ] || ln -s "../../agentic_methods/$name/$m-seed$seed" "$root/$m-seed$seed"
 done
@@ -59,7 +59,7 @@ for method in $METHODS; do
   [ -f "$out/eval/summary.json" ] && { [ "$PASSK" -eq 0 ] || [ -f "$out/eval_k$PASSK/summary.json" ]; } && continue
   models
   if ! final "$out"; then
-    timed "$method seed=$seed" $A train --env "$ENV" --student "hf:$W" --teacher "$teacher" --loss "$loss" \
+    timed "$method seed=$seed$([ -f "$out/eval/summary.json" ] && echo " (remade)")" $A train --env "$ENV" --student "hf:$W" --teacher "$teacher" --loss "$loss" \
         --steps "$STEPS" --episodes-per-step "$EPISODES" --max-turns "$MAX_TURNS" --lr "$LR" --seed "$seed" \
         --max-new-tokens "$MAX_NEW" --keep-checkpoints 1 --eval-every 0 --no-eval-at-start --warm-start-steps 0 \
         --ckpt-every 1 $extra --out "$out" $(resume_flag "$out")

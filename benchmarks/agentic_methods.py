@@ -105,7 +105,7 @@ def check_teacher(a: argparse.Namespace) -> dict:
     return report
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+def wilson(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
     """The 95% Wilson score interval of k successes in n trials (NaNs when n == 0)."""
     if n == 0:
         return math.nan, math.nan
@@ -148,7 +148,21 @@ def load_eval(run: dict) -> None:
         run["ev"] = {"n": n, "k": round(m["eval/success"] * n) if n else 0, "m": m}
     for s in map(_json, sorted(run["dir"].glob("eval_k*/summary.json"))):
         k = int(s["config"].get("k", 1))
-        run["passk"].append((k, s["metrics"].get("eval/pass@1"), s["metrics"].get(f"eval/pass@{k}")))
+        run["passk"].append((k, s["metrics"].get("eval/pass@1"), s["metrics"].get(f"eval/pass@{k}"),
+                             int(s["config"].get("n", 0))))
+
+
+def pass_ci(p: float | None, tasks: int) -> str:
+    """pass@k over `tasks` tasks with a conservative 95% interval: the Wilson interval of p at
+    n = tasks. Each task's pass@k estimate lies in [0, 1], so its variance is at most p (1 - p):
+    the binomial bound holds for the mean over tasks whatever the samples per task (exact for a
+    task-level 0/1 score, wide for pass@1 over k samples, whose per-task scores vary less)."""
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return "-"
+    if tasks <= 0:  # an eval that did not record its task count
+        return f"{p:.3f}"
+    lo, hi = wilson(p * tasks, tasks)
+    return f"{p:.3f} [{lo:.2f}, {hi:.2f}]"
 
 
 def on_track(m: dict, t: int) -> float:
@@ -190,6 +204,8 @@ def heldout_kl(run: dict, teacher_dir: str | None) -> dict | None:
     not committed: without them, the committed cache is the result."""
     ks = sorted(run["dir"].glob("eval_k*/summary.json"))
     path, kind = (ks[-1].with_name("episodes.jsonl"), "kl") if ks else (run["dir"] / "eval" / "episodes.jsonl", "nll")
+    if kind == "kl" and not path.exists() and not path.with_name("teacher_kl.json").exists():
+        path, kind = run["dir"] / "eval" / "episodes.jsonl", "nll"  # T=1 episodes gone unscored: the greedy NLL
     cache = path.parent / "teacher_kl.json"
     if not path.exists():
         return _json(cache)
@@ -236,7 +252,7 @@ def md_table(head: list[str], rows: list[list]) -> list[str]:
 
 def table_runs(runs: list[dict], times: dict) -> list[str]:
     """Table 1: one row per run (pending when its greedy eval is missing)."""
-    ks = sorted({k for r in runs for k, _, _ in r["passk"] if k > 1})
+    ks = sorted({k for r in runs for k, *_ in r["passk"] if k > 1})
     head = ["run", "method", "seed", "held-out success [95% CI]", "n", *(f"on track t{t}" for t in range(TURNS)),
             *(f"stop {s}" for s in STOPS), "pass@1 T=1", *(f"pass@{k} T=1" for k in ks), "CPU min", "pass@k CPU min", "peak RSS MB"]
     rows = []
@@ -249,10 +265,11 @@ def table_runs(runs: list[dict], times: dict) -> list[str]:
             continue
         n, k, m = r["ev"]["n"], r["ev"]["k"], r["ev"]["m"]
         lo, hi = wilson(k, n)
-        pk = {kk: (p1, pkk) for kk, p1, pkk in r["passk"]}
+        pk = {kk: (p1, pkk, nt) for kk, p1, pkk, nt in r["passk"]}
         rows.append([r["name"], r["method"], r["seed"], f"{_f(k / n if n else math.nan)} [{_f(lo)}, {_f(hi)}]", n,
                      *(f"{on_track(m, t):.2f}" for t in range(TURNS)), *(f"{m.get(f'stop/{s}', 0.0):.2f}" for s in STOPS),
-                     _f(next((v[0] for v in pk.values()), None)), *(_f(pk.get(kk, (0, None))[1]) for kk in ks), *cost])
+                     pass_ci(*next(((v[0], v[2]) for v in pk.values()), (None, 0))),
+                     *(pass_ci(*(pk[kk][1:] if kk in pk else (None, 0))) for kk in ks), *cost])
     return md_table(head, rows)
 
 
@@ -262,7 +279,7 @@ def table_methods(runs: list[dict]) -> list[str]:
     pooled difference to sft and to reverse_kl_pg (two-proportion z), and pass@1 / pass@k at
     temperature 1 averaged over the seeds that have them."""
     groups, pooled = _group(runs), {}
-    ks = sorted({k for r in runs for k, _, _ in r["passk"] if k > 1})
+    ks = sorted({k for r in runs for k, *_ in r["passk"] if k > 1})
     for method, rs in groups.items():
         done = [r["ev"] for r in rs if r["ev"] is not None and r["ev"]["n"]]
         if done:
@@ -279,9 +296,10 @@ def table_methods(runs: list[dict]) -> list[str]:
         lo, hi = wilson(k, n)
         vs = ["-" if b == method else "pending" if b not in pooled else
               f"{k / n - pooled[b][0] / pooled[b][1]:+.3f} ({two_prop_z(k, n, *pooled[b][:2]):+.2f})" for b in BASELINES]
-        pk = [(p1, pkk) for r in rs for kk, p1, pkk in r["passk"] if kk in ks]
-        pass_cols = [_f(sum(p[0] for p in pk) / len(pk)) if pk else "-",
-                     *(_f(sum(p[1] for p in pk) / len(pk)) if pk else "-" for _ in ks)]
+        pk = [(kk, p1, pkk) for r in rs for kk, p1, pkk, _ in r["passk"] if kk in ks]
+        at = {kk: [p for k2, _, p in pk if k2 == kk] for kk in ks}  # each K's column: the runs evaluated at K
+        pass_cols = [_f(sum(p[1] for p in pk) / len(pk)) if pk else "-",
+                     *(_f(sum(at[kk]) / len(at[kk])) if at[kk] else "-" for kk in ks)]
         rows.append([method, f"{nd}/{len(rs)}", f"{mean:.3f}", _f(sd), f"{k / n:.3f} [{lo:.3f}, {hi:.3f}]", n, *vs,
                      *pass_cols])
     return md_table(["method", "runs done", "mean success", "sd over seeds", "pooled success [95% CI]", "episodes",
@@ -399,7 +417,8 @@ def summarize_root(a: argparse.Namespace) -> str:
         r["kl"] = heldout_kl(r, teacher) if r["ev"] is not None else None
     md = [f"# Agentic methods: {root.name}", "",
           f"Teacher: `{teacher or 'pending'}`. Held-out = the greedy eval (`eval/`); 95% Wilson intervals, "
-          "n = episodes minus infra errors; pass@k at temperature 1 from `eval_k*/`; CPU = user + sys of "
+          "n = episodes minus infra errors; pass@k at temperature 1 from `eval_k*/`, with a conservative 95% "
+          "interval (Wilson at n = tasks); CPU = user + sys of "
           "the run's training and greedy eval, pass@k CPU that of its T=1 evals (times.txt).", "", "## Table 1: runs", "",
           *table_runs(runs, {**(read_times(Path(a.refs)) if a.refs else {}), **read_times(root)}), "", "## Table 2: methods (pooled over seeds)", "",
           *table_methods(runs), ""]

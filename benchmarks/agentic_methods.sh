@@ -20,7 +20,10 @@
 # STEPS (8) updates of EPISODES (8) at LR (5e-5) per method; MAX_NEW (64) tokens a turn;
 # MAX_TURNS (6) turns a training episode; EVAL_N (100) held-out tasks, greedy; PASSK (4): also
 # pass@1/pass@K at temperature 1 with PASSK samples a task (0 skips it); GKD_BETA (0.1);
-# CURRICULUM_EVERY (2); KL_THRESHOLD (0.2).
+# CURRICULUM_EVERY (2); KL_THRESHOLD (0.2); DTYPE (float32): every train and eval runs in it. The
+# committed results were made in float32 (what `--dtype auto` resolves to on a CPU without bf16
+# units); auto on a CPU with them trains in bf16 and gives another teacher, so a remade model
+# would not match the committed evals.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ENV=${1:-agentopd/Calc-v0}
@@ -30,20 +33,20 @@ TEACHER_STEPS=${TEACHER_STEPS:-20}; TEACHER_EPISODES=${TEACHER_EPISODES:-16}; TE
 WARM_STEPS=${WARM_STEPS:-5}; WARM_EPISODES=${WARM_EPISODES:-16}; WARM_LR=${WARM_LR:-1e-4}
 STEPS=${STEPS:-8}; EPISODES=${EPISODES:-8}; LR=${LR:-5e-5}
 MAX_NEW=${MAX_NEW:-64}; MAX_TURNS=${MAX_TURNS:-6}; EVAL_N=${EVAL_N:-100}; PASSK=${PASSK:-4}
-GKD_BETA=${GKD_BETA:-0.1}; CURRICULUM_EVERY=${CURRICULUM_EVERY:-2}; KL_THRESHOLD=${KL_THRESHOLD:-0.2}
+DTYPE=${DTYPE:-float32}; GKD_BETA=${GKD_BETA:-0.1}; CURRICULUM_EVERY=${CURRICULUM_EVERY:-2}; KL_THRESHOLD=${KL_THRESHOLD:-0.2}
 name=$(echo "$ENV" | sed 's#agentopd/##; s#-v0##' | tr 'A-Z' 'a-z')
 root=benchmarks/out/agentic_methods/$name
 mkdir -p "$root"
 A=".venv/bin/agentopd"
-COMMON="--env $ENV --max-new-tokens $MAX_NEW --keep-checkpoints 1 --eval-every 0 --no-eval-at-start --warm-start-steps 0"
+COMMON="--env $ENV --max-new-tokens $MAX_NEW --keep-checkpoints 1 --eval-every 0 --no-eval-at-start --warm-start-steps 0 --dtype $DTYPE"
 timed() { /usr/bin/time -a -o "$root/times.txt" -f "$1 wall_s=%e cpu_user_s=%U cpu_sys_s=%S max_rss_kb=%M" "${@:2}"; }
 final() { [ -f "$1/latest" ] && [ "$(cat "$1/latest")" = "step_$2" ]; }
 resume_flag() { [ -f "$1/latest" ] && echo "--resume" || true; }
 evaluate() {  # evaluate MODEL_DIR OUT: greedy on EVAL_N test tasks, then pass@K at temperature 1
-  [ -f "$2/eval/summary.json" ] || timed "eval $2" $A eval --env "$ENV" --model "hf:$1" --n "$EVAL_N" \
+  [ -f "$2/eval/summary.json" ] || timed "eval $2" $A eval --env "$ENV" --model "hf:$1" --dtype "$DTYPE" --n "$EVAL_N" \
       --max-new-tokens "$MAX_NEW" --out "$2/eval"
   if [ "$PASSK" -gt 0 ] && [ ! -f "$2/eval_k$PASSK/summary.json" ]; then
-    timed "eval@$PASSK $2" $A eval --env "$ENV" --model "hf:$1" --n "$EVAL_N" --max-new-tokens "$MAX_NEW" \
+    timed "eval@$PASSK $2" $A eval --env "$ENV" --model "hf:$1" --dtype "$DTYPE" --n "$EVAL_N" --max-new-tokens "$MAX_NEW" \
         --k "$PASSK" --temperature 1.0 --out "$2/eval_k$PASSK"
   fi
 }

@@ -10,20 +10,20 @@
 # Usage: bash benchmarks/objective_families.sh [ENV] [SEED] [METHODS]
 #   (also akl_top20: AKL on the teacher's top-20 logprobs plus a tail bucket, as a served teacher gives them)
 # Sizes as in agentic_methods.sh: STEPS (8) x EPISODES (8) at LR (5e-5), MAX_NEW (64), MAX_TURNS (6),
-# EVAL_N (100), PASSK (8; 0 skips pass@K). Rerunning continues where it stopped.
+# EVAL_N (100), PASSK (8; 0 skips pass@K), DTYPE (float32: as agentic_methods.sh, whose committed models it reuses). Rerunning continues where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ENV=${1:-agentopd/Calc-v0}
 seed=${2:-0}
 METHODS=${3:-"akl todi gopd eopd tip50 tip20 sdpo"}
 STEPS=${STEPS:-8}; EPISODES=${EPISODES:-8}; LR=${LR:-5e-5}
-MAX_NEW=${MAX_NEW:-64}; MAX_TURNS=${MAX_TURNS:-6}; EVAL_N=${EVAL_N:-100}; PASSK=${PASSK:-8}
+MAX_NEW=${MAX_NEW:-64}; MAX_TURNS=${MAX_TURNS:-6}; EVAL_N=${EVAL_N:-100}; PASSK=${PASSK:-8}; DTYPE=${DTYPE:-float32}
 name=$(echo "$ENV" | sed 's#agentopd/##; s#-v0##' | tr 'A-Z' 'a-z')
 src=benchmarks/out/agentic_methods/$name
 root=benchmarks/out/objective_families/$name
 T=$src/teacher/step_20; W=$src/warm/step_5
 models() {  # the agentic benchmark's teacher and warm student (remade there when missing)
-  [ -f "$T/config.json" ] && [ -f "$W/config.json" ] || PASSK=0 bash benchmarks/agentic_methods.sh "$ENV" 0 models
+  [ -f "$T/config.json" ] && [ -f "$W/config.json" ] || PASSK=0 DTYPE=$DTYPE bash benchmarks/agentic_methods.sh "$ENV" 0 models
 }
 mkdir -p "$root"
 A=".venv/bin/agentopd"
@@ -31,15 +31,15 @@ timed() { /usr/bin/time -a -o "$root/times.txt" -f "$1 wall_s=%e cpu_user_s=%U c
 final() { [ -f "$1/latest" ] && [ "$(cat "$1/latest")" = "step_$STEPS" ]; }
 resume_flag() { [ -f "$1/latest" ] && echo "--resume" || true; }
 evaluate() {  # greedy pass@1, then pass@K at temperature 1
-  [ -f "$2/eval/summary.json" ] || timed "eval $2" $A eval --env "$ENV" --model "hf:$1" --n "$EVAL_N" \
+  [ -f "$2/eval/summary.json" ] || timed "eval $2" $A eval --env "$ENV" --model "hf:$1" --dtype "$DTYPE" --n "$EVAL_N" \
       --max-new-tokens "$MAX_NEW" --out "$2/eval"
   if [ "$PASSK" -gt 0 ] && [ ! -f "$2/eval_k$PASSK/summary.json" ]; then
-    timed "eval@$PASSK $2" $A eval --env "$ENV" --model "hf:$1" --n "$EVAL_N" --max-new-tokens "$MAX_NEW" \
+    timed "eval@$PASSK $2" $A eval --env "$ENV" --model "hf:$1" --dtype "$DTYPE" --n "$EVAL_N" --max-new-tokens "$MAX_NEW" \
         --k "$PASSK" --temperature 1.0 --out "$2/eval_k$PASSK"
   fi
 }
 for m in ${LINKED-reverse_kl_pg gkd}; do  # (LINKED: which of the two) the agentic benchmark's runs of these two, with pass@K added there
-  PASSK=$PASSK bash benchmarks/agentic_methods.sh "$ENV" "$seed" "$m"
+  PASSK=$PASSK DTYPE=$DTYPE bash benchmarks/agentic_methods.sh "$ENV" "$seed" "$m"
   [ -e "$root/$m-seed$seed" ] || ln -s "../../agentic_methods/$name/$m-seed$seed" "$root/$m-seed$seed"
 done
 for method in $METHODS; do
@@ -62,7 +62,7 @@ for method in $METHODS; do
     timed "$method seed=$seed$([ -f "$out/eval/summary.json" ] && echo " (remade)")" $A train --env "$ENV" --student "hf:$W" --teacher "$teacher" --loss "$loss" \
         --steps "$STEPS" --episodes-per-step "$EPISODES" --max-turns "$MAX_TURNS" --lr "$LR" --seed "$seed" \
         --max-new-tokens "$MAX_NEW" --keep-checkpoints 1 --eval-every 0 --no-eval-at-start --warm-start-steps 0 \
-        --ckpt-every 1 $extra --out "$out" $(resume_flag "$out")
+        --ckpt-every 1 --dtype "$DTYPE" $extra --out "$out" $(resume_flag "$out")
   fi
   evaluate "$out/step_$STEPS" "$out"
 done

@@ -33,6 +33,8 @@ def test_statistics():
     assert all(math.isnan(x) for x in am.wilson(0, 0))
     assert round(am.two_prop_z(60, 100, 40, 100), 3) == 2.828
     assert am.two_prop_z(10, 10, 5, 5) == 0.0
+    assert am.pass_ci(0.55, 100) == "0.550 [0.45, 0.64]"  # Wilson at n = tasks, for a fractional pass@k too
+    assert am.pass_ci(0.5, 0) == "0.500" and am.pass_ci(None, 100) == "-" and am.pass_ci(math.nan, 100) == "-"
 
 
 def _episode(i: int, logp: float) -> dict:
@@ -50,7 +52,7 @@ def _eval_dir(d: Path, success: float, k: int = 1, logp: float = 0.0) -> None:
     (d / "episodes.jsonl").write_text("".join(json.dumps(_episode(i, logp)) + "\n" for i in range(4)))
     m = {"eval/episodes": 4.0, "eval/infra_errors": 0.0, "eval/success": success, "stop/done": 1.0,
          "turn/0/on_track": 0.75, "turn/1/on_track": success, "eval/pass@1": success, f"eval/pass@{k}": success}
-    (d / "summary.json").write_text(json.dumps({"config": {"k": k}, "metrics": m}))
+    (d / "summary.json").write_text(json.dumps({"config": {"k": k, "n": 4}, "metrics": m}))
 
 
 def test_summarize(tmp_path, tiny_dir):
@@ -59,6 +61,9 @@ def test_summarize(tmp_path, tiny_dir):
     _eval_dir(root / "warm" / "eval", 0.25)
     _eval_dir(root / "warm" / "eval_k4", 0.5, k=4, logp=-0.5)
     _eval_dir(root / "sft-seed0" / "eval", 0.5)
+    _eval_dir(root / "gkd-seed0" / "eval", 0.75)
+    _eval_dir(root / "gkd-seed0" / "eval_k8", 0.5, k=8)
+    (root / "gkd-seed0" / "eval_k8" / "episodes.jsonl").unlink()  # T=1 episodes gone before they were scored
     (root / "reverse_kl_pg-seed0").mkdir()
     (root / "times.txt").write_text("sft seed=0 wall_s=9 cpu_user_s=100 cpu_sys_s=20 max_rss_kb=2048000\n"
                                     f"eval {root}/sft-seed0 wall_s=9 cpu_user_s=50 cpu_sys_s=10 max_rss_kb=1024\n"
@@ -92,6 +97,10 @@ def test_summarize(tmp_path, tiny_dir):
     assert kl["turns"]["1"][0] == pytest.approx(want[1], abs=1e-4)
     nll = json.loads((root / "sft-seed0" / "eval" / "teacher_kl.json").read_text())
     assert nll["kind"] == "nll"
+    gkd = next(x for x in text.splitlines() if x.startswith("| gkd-seed0 | teacher NLL (greedy) | eval |"))
+    assert gkd.count("(12)") == 2  # the greedy episodes' NLL stands in for the lost T=1 KL
+    assert "| 0.500 [0.15, 0.85] | - | 0.500 [0.15, 0.85] |" in text  # gkd's pass@1 and pass@8 over 4 tasks
+    assert "| warm | 1/1 | 0.250 | - | 0.250 [0.046, 0.699] | 4 | -0.250 (-0.73) | pending | 0.500 | 0.500 | - |" in text
 
 
 def test_summarize_refs_and_diagnostics(tmp_path):

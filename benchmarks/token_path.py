@@ -11,7 +11,12 @@ Measures on SmolLM2-135M and calc first-turn prompts:
 - the teacher's scoring and the learner's step on the sampled rows, in tokens/s.
 Each rate is also printed as a fraction of the fp32 floor. Writes benchmarks/out/token_path.json.
 
-Usage: .venv/bin/python benchmarks/token_path.py [--new-tokens 64] [--quick]
+Where `--dtype auto` resolves to bf16 (a CPU with native bf16 units that measures it faster, or
+CUDA), also: the 32/64-row bounds in bf16, the sampler in the auto dtype at batch 1, 32 and 64
+(bf16 weights, as `agentopd eval` loads them, and fp32 weights under autocast, as training runs
+them), and the teacher and learner under bf16 autocast; all still as fractions of the fp32 floor.
+
+Usage: .venv/bin/python benchmarks/token_path.py [--new-tokens 64] [--quick] [--out FILE]
 """
 
 from __future__ import annotations
@@ -95,7 +100,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--quick", action="store_true", help="fewer settings (a smoke run)")
+    ap.add_argument("--out", type=Path, default=OUT, help=f"the JSON written (default {OUT})")
     args = ap.parse_args()
+    auto_bf16 = resolve_dtype("auto") == torch.bfloat16
     new = args.new_tokens
     tok = load_tokenizer("smollm2-135m")
     model = load_causal_lm("smollm2-135m").eval()
@@ -116,22 +123,30 @@ def main() -> None:
     bf16_model = copy.deepcopy(model).to(torch.bfloat16)
     floor = {"fp32": forward_rate(model, ids), "bf16_autocast": forward_rate(model, ids, torch.bfloat16),
              "bf16_weights": forward_rate(bf16_model, ids)}
-    del bf16_model
     rows32 = torch.tensor([[s.token_ids[0]] for s in sampled])
     rows64 = torch.cat([rows32, rows32])
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     bw = read_bandwidth()
     bounds = {"rows32_tok_s": forward_rate(model, rows32), "rows64_tok_s": forward_rate(model, rows64),
               "read_bandwidth_GBs": bw, "weight_bytes": weight_bytes, "batch1_tok_s": bw * 1e9 / weight_bytes}
+    if auto_bf16:  # what the auto dtype's decode step is bounded by
+        bounds |= {"rows32_bf16_tok_s": forward_rate(bf16_model, rows32), "rows64_bf16_tok_s": forward_rate(bf16_model, rows64),
+                   "batch1_bf16_tok_s": bw * 1e9 / (weight_bytes / 2)}
     res["floor_tok_s"], res["bounds"] = floor, bounds
 
     batches = (1, 32) if args.quick else (1, 8, 32, 64)
     res["sampler"] = {"engine": {B: sampler_rate(eng, ps, B, new) for B in batches}}
     hf = HFPolicy(model, tok, max_batch=64, engine="hf")
     res["sampler"]["hf"] = {B: sampler_rate(hf, ps, B, min(new, 32)) for B in (1, 32)}
-    if not args.quick:
+    if auto_bf16:
+        bw_pol = HFPolicy(bf16_model, tok, max_batch=64, dtype=torch.bfloat16)
+        res["sampler"]["engine_bf16_weights"] = {B: sampler_rate(bw_pol, ps, B, new) for B in (1, 32, 64)}
+        del bw_pol
+    if not args.quick:  # bf16 compute on fp32 weights (a training run's sampler); slow without bf16 units
         bf = HFPolicy(model, tok, max_batch=64, dtype=torch.bfloat16)
-        res["sampler"]["engine_bf16"] = {32: sampler_rate(bf, ps, 32, min(new, 16))}
+        res["sampler"]["engine_bf16"] = ({B: sampler_rate(bf, ps, B, new) for B in (32, 64)} if auto_bf16
+                                         else {32: sampler_rate(bf, ps, 32, min(new, 16))})
+    del bf16_model
 
     # Teacher scoring and the learner on the sampled rows (prompt + continuation, loss on the latter).
     rows = [TrainRow(tuple(p) + s.token_ids, (0,) * len(p) + (1,) * len(s.token_ids),
@@ -149,6 +164,14 @@ def main() -> None:
     learner.step(scored, obj)
     t = timed(lambda: learner.step(scored, obj), 2)
     res["learner"] = {"s": t, "node_tok_s": nodes / t, "target_tok_s": targets / t}
+    if auto_bf16:  # the teacher and learner as a run in the auto dtype has them
+        teacher.autocast = True
+        t = timed(lambda: teacher.score(rows), 2)
+        res["teacher_bf16"] = {"s": t, "node_tok_s": nodes / t, "target_tok_s": targets / t}
+        learner = Learner(copy.deepcopy(model), OptimConfig(lr=1e-7, autocast="bf16"), 10, pad_id=tok.pad_token_id or 0)
+        learner.step(scored, obj)
+        t = timed(lambda: learner.step(scored, obj), 2)
+        res["learner_bf16"] = {"s": t, "node_tok_s": nodes / t, "target_tok_s": targets / t}
 
     f = floor["fp32"]
     print(f"machine: {res['machine']}")
@@ -162,11 +185,17 @@ def main() -> None:
             extra = f", {r['decode_tok_s'] / bounds['batch1_tok_s']:.0%} of the batch-1 bound" if B == 1 else ""
             print(f"sampler {name:11s} B={B:2d}: {r['decode_tok_s']:6.1f} tok/s decode ({r['decode_tok_s'] / f:.0%} "
                   f"of floor{extra}), prefill {r['prefill_s']:.2f} s")
-    for name in ("teacher", "learner"):
+    if auto_bf16:
+        print(f"bf16 bounds: 32-row {bounds['rows32_bf16_tok_s']:.0f} tok/s ({bounds['rows32_bf16_tok_s'] / f:.0%}), "
+              f"64-row {bounds['rows64_bf16_tok_s']:.0f} ({bounds['rows64_bf16_tok_s'] / f:.0%}), batch-1 "
+              f"{bounds['batch1_bf16_tok_s']:.1f}")
+    for name in ("teacher", "learner", "teacher_bf16", "learner_bf16"):
+        if name not in res:
+            continue
         r = res[name]
         print(f"{name}: {r['s']:.2f} s, {r['node_tok_s']:.0f} tree tok/s ({r['node_tok_s'] / f:.0%} of floor)")
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(res, indent=2, default=str))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=2, default=str))
 
 
 if __name__ == "__main__":

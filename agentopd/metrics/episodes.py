@@ -135,17 +135,22 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - fail
 
 
-def pass_at_k_by_task(episodes: Sequence[Episode], k: int) -> float:
-    """Mean over tasks (`Episode.task_id`) of `pass_at_k`. Infrastructure errors
-    (``StopReason.ERROR``) are not samples: they count in neither n nor c, and a task left with
-    fewer than k samples is left out of the mean (NaN when no task has k)."""
-    if k < 1:
-        raise ValueError(f"pass@k needs k >= 1, got k={k}")
+def task_counts(episodes: Sequence[Episode]) -> dict[str, tuple[int, int]]:
+    """Per task (`Episode.task_id`, in first-seen order): (samples, successes). Infrastructure
+    errors (``StopReason.ERROR``) are not samples: they count in neither."""
     n: dict[str, int] = defaultdict(int)
     c: dict[str, int] = defaultdict(int)
     for e in episodes:
         if e.stop_reason != StopReason.ERROR:
             n[e.task_id] += 1
             c[e.task_id] += bool(e.success)
-    scores = [pass_at_k(n[t], c[t], k) for t in n if n[t] >= k]
+    return {t: (n[t], c[t]) for t in n}
+
+
+def pass_at_k_by_task(episodes: Sequence[Episode], k: int) -> float:
+    """Mean over tasks of `pass_at_k` on `task_counts`; a task left with fewer than k samples
+    (after infrastructure errors) is left out of the mean (NaN when no task has k)."""
+    if k < 1:
+        raise ValueError(f"pass@k needs k >= 1, got k={k}")
+    scores = [pass_at_k(n, c, k) for n, c in task_counts(episodes).values() if n >= k]
     return sum(scores) / len(scores) if scores else float("nan")

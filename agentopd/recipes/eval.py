@@ -17,7 +17,7 @@ from agentopd.core.types import Episode
 from agentopd.envs.registry import env_attr, make_env, resolve_env_id
 from agentopd.inference.models import check_model_name, parse_spec
 from agentopd.inference.sampling import Policy, SamplingParams
-from agentopd.metrics.episodes import pass_at_k_by_task, per_turn_success, summarize
+from agentopd.metrics.episodes import pass_at_k_by_task, per_turn_success, summarize, task_counts
 from agentopd.rollout.env_pool import check_env_pool, make_env_pool
 from agentopd.rollout.render import RENDERERS
 from agentopd.rollout.runner import RolloutConfig, cached_renderer, run_episodes
@@ -182,7 +182,10 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> tuple[dict[str,
         with (out / "episodes.jsonl").open("w") as f:
             for ep in episodes:
                 f.write(json.dumps(ep.to_json()) + "\n")
-        (out / "summary.json").write_text(json.dumps({"config": asdict(cfg), "metrics": summary}, indent=2))
+        # per task (samples, successes): exact intervals and paired comparisons without the episodes
+        counts = {t: list(nc) for t, nc in task_counts(episodes).items()}
+        (out / "summary.json").write_text(json.dumps({"config": asdict(cfg), "metrics": summary, "tasks": counts},
+                                                     indent=2))
     print_summary(console, cfg, summary, episodes)
     return summary, episodes
 

@@ -96,6 +96,7 @@ def test_oracle_pass_at_2_end_to_end(tmp_path):
     assert sorted(s[0] for s in seeds.values()) == [0, 1, 2]
     metrics = json.loads((out / "summary.json").read_text())
     assert metrics["metrics"]["eval/pass@2"] == 1.0 and metrics["config"]["k"] == 2
+    assert metrics["tasks"] == {t: [2, 2] for t in set(ids)}  # (samples, successes) per task
 
 
 def test_k1_keeps_the_old_seeds():

@@ -3,12 +3,15 @@
 CPUs differ: with native bf16 units (avx512_bf16, amx_bf16) a bf16 matmul can be twice as fast
 as fp32; without them bf16 is emulated and several times slower. So ``auto`` never assumes: on a
 CPU with native bf16 it times the two dtypes on the shapes a small model's decode and prefill
-use, once per process, and picks the faster.
+use, once per process, and picks the faster. ``AGENTOPD_AUTO_DTYPE=float32`` (or ``bfloat16``)
+pins what ``auto`` means on CPUs, e.g. to reproduce fp32 results on a machine with bf16 units
+(the test suite sets it: its exactness checks compare against fp32 references).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import time
 from pathlib import Path
 
@@ -57,6 +60,11 @@ def resolve_dtype(name: str, device: str | torch.device = "cpu") -> torch.dtype:
     if name != "auto":
         raise ValueError(f"dtype {name!r}: use auto, float32 or bfloat16")
     dev = torch.device(device)
+    pinned = os.environ.get("AGENTOPD_AUTO_DTYPE", "")
+    if pinned and dev.type == "cpu":
+        if pinned not in NAMES:
+            raise ValueError(f"AGENTOPD_AUTO_DTYPE={pinned!r}: use float32 or bfloat16 (or unset it)")
+        return NAMES[pinned]
     if dev.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
     if dev.type != "cpu" or not cpu_bf16_units():

@@ -162,6 +162,17 @@ def test_dtype_choice_and_engine_refusals(tokenizer):
         resolve_dtype("fp8")
     if not cpu_bf16_units():  # no native bf16 units: bf16 is never chosen automatically
         assert resolve_dtype("auto", "cpu") == torch.float32
+    mp = pytest.MonkeyPatch()
+    try:
+        mp.setenv("AGENTOPD_AUTO_DTYPE", "bfloat16")
+        assert resolve_dtype("auto", "cpu") == torch.bfloat16 and resolve_dtype("float32") == torch.float32
+        mp.setenv("AGENTOPD_AUTO_DTYPE", "fp16")
+        with pytest.raises(ValueError, match="AGENTOPD_AUTO_DTYPE='fp16'"):
+            resolve_dtype("auto", "cpu")
+        mp.delenv("AGENTOPD_AUTO_DTYPE")
+        assert resolve_dtype("auto", "cpu") in (torch.float32, torch.bfloat16)
+    finally:
+        mp.undo()
     from transformers import GPT2Config, GPT2LMHeadModel
 
     gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2)).eval()

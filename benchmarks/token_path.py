@@ -16,7 +16,7 @@ CUDA), also: the 32/64-row bounds in bf16, the sampler in the auto dtype at batc
 (bf16 weights, as `agentopd eval` loads them, and fp32 weights under autocast, as training runs
 them), and the teacher and learner under bf16 autocast; all still as fractions of the fp32 floor.
 
-Usage: .venv/bin/python benchmarks/token_path.py [--new-tokens 64] [--quick] [--out FILE]
+Usage: .venv/bin/python benchmarks/token_path.py [--new-tokens 64] [--quick] [--reps 2] [--out FILE]
 """
 
 from __future__ import annotations
@@ -72,8 +72,9 @@ def read_bandwidth() -> float:
     return x.numel() * 4 / timed(lambda: x.sum(), 3) / 1e9
 
 
-def sampler_rate(pol: HFPolicy, ps: list[list[int]], B: int, new: int) -> dict[str, float]:
-    """Decode tokens/s at batch B: a run of `new + 1` tokens minus a run of 1 (the prefill)."""
+def sampler_rate(pol: HFPolicy, ps: list[list[int]], B: int, new: int, reps: int = 1) -> dict[str, float]:
+    """Decode tokens/s at batch B: a run of `new + 1` tokens minus a run of 1 (the prefill),
+    each the fastest of `reps`."""
     pol.stop_token_ids = []  # every row runs its full length: a fixed amount of work
     batch = ps[:B]
 
@@ -82,8 +83,8 @@ def sampler_rate(pol: HFPolicy, ps: list[list[int]], B: int, new: int) -> dict[s
         return pol.sample(batch, SamplingParams(max_new_tokens=n, temperature=1.0, seed=0))
 
     run(2)  # warm up
-    t1 = timed(lambda: run(1))
-    tn = timed(lambda: run(new + 1))
+    t1 = timed(lambda: run(1), reps)
+    tn = timed(lambda: run(new + 1), reps)
     return {"decode_tok_s": B * new / (tn - t1), "prefill_s": t1, "end_to_end_tok_s": B * (new + 1) / tn}
 
 
@@ -100,6 +101,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--quick", action="store_true", help="fewer settings (a smoke run)")
+    ap.add_argument("--reps", type=int, default=2, help="each sampler timing is the fastest of this many runs")
     ap.add_argument("--out", type=Path, default=OUT, help=f"the JSON written (default {OUT})")
     args = ap.parse_args()
     auto_bf16 = resolve_dtype("auto") == torch.bfloat16
@@ -135,16 +137,16 @@ def main() -> None:
     res["floor_tok_s"], res["bounds"] = floor, bounds
 
     batches = (1, 32) if args.quick else (1, 8, 32, 64)
-    res["sampler"] = {"engine": {B: sampler_rate(eng, ps, B, new) for B in batches}}
+    res["sampler"] = {"engine": {B: sampler_rate(eng, ps, B, new, args.reps) for B in batches}}
     hf = HFPolicy(model, tok, max_batch=64, engine="hf")
     res["sampler"]["hf"] = {B: sampler_rate(hf, ps, B, min(new, 32)) for B in (1, 32)}
     if auto_bf16:
         bw_pol = HFPolicy(bf16_model, tok, max_batch=64, dtype=torch.bfloat16)
-        res["sampler"]["engine_bf16_weights"] = {B: sampler_rate(bw_pol, ps, B, new) for B in (1, 32, 64)}
+        res["sampler"]["engine_bf16_weights"] = {B: sampler_rate(bw_pol, ps, B, new, args.reps) for B in (1, 32, 64)}
         del bw_pol
     if not args.quick:  # bf16 compute on fp32 weights (a training run's sampler); slow without bf16 units
         bf = HFPolicy(model, tok, max_batch=64, dtype=torch.bfloat16)
-        res["sampler"]["engine_bf16"] = ({B: sampler_rate(bf, ps, B, new) for B in (32, 64)} if auto_bf16
+        res["sampler"]["engine_bf16"] = ({B: sampler_rate(bf, ps, B, new, args.reps) for B in (32, 64)} if auto_bf16
                                          else {32: sampler_rate(bf, ps, 32, min(new, 16))})
     del bf16_model
 

@@ -9,9 +9,15 @@ over left padding). The engine runs the same weights with a forward written for 
 - rows join (a batched ragged prefill after a prefix-cache hit) and leave at any step, which is
   what continuous batching needs (`agentopd.inference.hf.Generation`);
 - grouped-query attention without repeats: the G query heads of one key/value head are one
-  (G x L) attention, since at decode they all sit at the same position.
+  (G x L) attention, since at decode they all sit at the same position;
+- cascade attention over a prefix the rows share (an agent's system prompt and tool specs): it
+  is held once, a row's slot keeps only its own columns, and each layer reads the prefix with
+  one batched product for all rows, merged with the row's own attention by log-sum-exp. Decode
+  attention on a CPU is bound by reading keys and values, and a 300-token system prompt was
+  most of every row's cache (CPU only: it uses the CPU flash kernel's log-sum-exp).
 
-Many rows (from `NARROW` up) run `linear` over the model's own parameter tensors; a few rows
+Many rows (from `NARROW` up) run `linear` over the model's own parameter tensors (in bf16, or
+where the compute dtype differs from the weights', over copies with q/k/v and gate/up fused); a few rows
 (bandwidth-bound: batch-1 evals, the tail of a batch) run a fused copy transposed for `x @ w`.
 Copies (that one, or weights cast to another compute dtype) are rebuilt whenever a parameter's
 version counter moves (an optimizer step, a checkpoint load): the engine never samples from
@@ -117,6 +123,14 @@ class DecodeEngine:
         self.v: list[torch.Tensor] = []
         self.lens: list[int] = []
         """Filled cache columns of each live slot (slots [0, n) are live)."""
+        self.off: list[int] = []
+        """Per live row: the shared prefix's length if the row reads it (its slot's column c
+        then holds position off + c), else 0."""
+        self.cascade = self.device.type == "cpu"
+        self.shared_len = 0
+        self._shared: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._pk: list[torch.Tensor] = []
+        self._pv: list[torch.Tensor] = []
         self.sync()
 
     # -- weights -------------------------------------------------------------------------
@@ -136,6 +150,20 @@ class DecodeEngine:
         def lin(mod):
             return own(mod.weight), own(mod.bias)
 
+        # q/k/v and gate/up fused into one (out, in) copy each, one matmul instead of three (two):
+        # where the compute dtype makes copies anyway, and in bf16 on a CPU (1.1-1.4x on those
+        # matmuls there, for 140 MB on a 135M model; in fp32 it measured no faster).
+        fuse = dt != next(self.model.parameters()).dtype or (dt == torch.bfloat16 and self.device.type == "cpu")
+
+        def lins(*mods):
+            if not fuse:
+                return tuple(lin(mod) for mod in mods)
+            w = torch.cat([mod.weight.detach() for mod in mods]).to(dt)
+            if all(mod.bias is None for mod in mods):
+                return ((w, None),)
+            return ((w, torch.cat([mod.bias.detach() if mod.bias is not None else mod.weight.new_zeros(
+                mod.weight.shape[0]) for mod in mods]).to(dt)),)
+
         with torch.no_grad():
             self.embed = own(m.embed_tokens.weight)
             self.norm = own(m.norm.weight)
@@ -143,11 +171,11 @@ class DecodeEngine:
             self.wide = []
             for layer in m.layers:
                 a, mlp = layer.self_attn, layer.mlp
-                self.wide.append((own(layer.input_layernorm.weight), lin(a.q_proj), lin(a.k_proj), lin(a.v_proj),
+                self.wide.append((own(layer.input_layernorm.weight), lins(a.q_proj, a.k_proj, a.v_proj),
                                   lin(a.o_proj), own(getattr(getattr(a, "q_norm", None), "weight", None)),
                                   own(getattr(getattr(a, "k_norm", None), "weight", None)),
-                                  own(layer.post_attention_layernorm.weight), lin(mlp.gate_proj),
-                                  lin(mlp.up_proj), lin(mlp.down_proj)))
+                                  own(layer.post_attention_layernorm.weight), lins(mlp.gate_proj, mlp.up_proj),
+                                  lin(mlp.down_proj)))
         self.narrow: list[_Layer] | None = None  # packed on first use
         self.lm_head_t: torch.Tensor | None = None
         self._version = v
@@ -200,14 +228,33 @@ class DecodeEngine:
         self.k, self.v = ks, vs
 
     def release(self) -> None:
-        """Drop every row and free the cache memory."""
-        self.lens = []
+        """Drop every row and the shared prefix, and free the cache memory."""
+        self.lens, self.off = [], []
         self.k, self.v = [], []
+        self.shared_len, self._shared, self._pk, self._pv = 0, [], [], []
+
+    def share(self, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Hold `kv` ([(1, Hk, P, D) x 2] per layer) as the prefix that rows admitted with
+        `shared=True` read (cascade attention); only when no live row reads the current one."""
+        if not self.cascade:
+            raise RuntimeError("cascade attention runs on the CPU only")
+        if any(self.off):
+            raise RuntimeError("live rows still read the current shared prefix")
+        self._shared = [(k.to(self.dtype), v.to(self.dtype)) for k, v in kv]
+        self._pk = [k[0].float().transpose(1, 2).contiguous() for k, _ in kv]  # (Hk, D, P)
+        self._pv = [v[0].float().contiguous() for _, v in kv]  # (Hk, P, D)
+        self.shared_len = kv[0][0].shape[2]
 
     def row_kv(self, i: int, n: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Copies of slot i's first `n` columns per layer: [(1, H, n, D) x 2] (PrefixCache format)."""
-        n = self.lens[i] if n is None else n
-        return [(k[i : i + 1, :, :n].clone(), v[i : i + 1, :, :n].clone()) for k, v in zip(self.k, self.v)]
+        """Copies of row i's keys and values for its first `n` positions (default: all), shared
+        prefix included: [(1, H, n, D) x 2] per layer (PrefixCache format)."""
+        o = self.off[i]
+        n = o + self.lens[i] if n is None else n
+        if not o:
+            return [(k[i : i + 1, :, :n].clone(), v[i : i + 1, :, :n].clone()) for k, v in zip(self.k, self.v)]
+        assert n >= o, "a row reading the shared prefix holds at least all of it"
+        return [(torch.cat((pk, k[i : i + 1, :, : n - o]), 2), torch.cat((pv, v[i : i + 1, :, : n - o]), 2))
+                for (pk, pv), k, v in zip(self._shared, self.k, self.v)]
 
     def remove(self, rows: Sequence[int]) -> list[int]:
         """Free the slots in `rows`; live rows move down to stay in [0, n). Returns, for each
@@ -223,18 +270,21 @@ class DecodeEngine:
                 k[dst, :, :used] = k[src, :, :used]
                 v[dst, :, :used] = v[src, :, :used]
         self.lens = [self.lens[i] for i in keep]
+        self.off = [self.off[i] for i in keep]
         return keep
 
     # -- forward ---------------------------------------------------------------------------
     def _rms(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.float32:  # (F.rms_norm measured slower than this on the CPU)
             return x * torch.rsqrt(x.square().mean(-1, keepdim=True).add_(self.eps)) * w
-        # as transformers: normalise in fp32, cast back, then scale in the compute dtype
-        return F.rms_norm(x.float(), w.shape, None, self.eps).to(x.dtype) * w
+        # as transformers: normalise in fp32, cast back, then scale in the compute dtype (rms_norm
+        # computes in fp32 and returns the input's dtype: the same bits as an explicit round trip)
+        return F.rms_norm(x, w.shape, None, self.eps) * w
 
-    def _layers(self, ids: torch.Tensor, pos: torch.Tensor, slots: torch.Tensor, attend) -> torch.Tensor:
+    def _layers(self, ids: torch.Tensor, pos: torch.Tensor, slots: torch.Tensor, cols: torch.Tensor,
+                attend) -> torch.Tensor:
         """Run every layer over tokens `ids` (T,) at positions `pos` (T,), writing their keys and
-        values to (slot, column = position); `attend(layer, q (T, Hq, D))` -> (T, Hq * D).
+        values to (slot, column); `attend(layer, q (T, Hq, D))` -> (T, Hq * D).
         Returns the final-normed hidden states (T, hidden)."""
         T = ids.shape[0]
         H, Hk, D = self.n_heads, self.n_kv, self.head_dim
@@ -254,24 +304,33 @@ class DecodeEngine:
                 if L.q_norm is not None and L.k_norm is not None:
                     qk = torch.cat((self._rms(qk[:, :H], L.q_norm), self._rms(qk[:, H:], L.k_norm)), 1)
                 qk = rope(qk)  # q and k at once
-                self.k[li][slots, :, pos] = qk[:, H:]
-                self.v[li][slots, :, pos] = v
+                self.k[li][slots, :, cols] = qk[:, H:]
+                self.v[li][slots, :, cols] = v
                 x = x + _mm(attend(li, qk[:, :H]), L.o, L.o_b)
                 gu = _mm(self._rms(x, L.ln2), L.gate_up, L.gate_up_b)
                 x = x + _mm(F.silu(gu[:, :inter]) * gu[:, inter:], L.down, L.down_b)
             return self._rms(x, self.norm)
-        for li, (ln1, q_, k_, v_, o_, qn, kn, ln2, g_, u_, d_) in enumerate(self.wide):
+        for li, (ln1, qkv_, o_, qn, kn, ln2, gu_, d_) in enumerate(self.wide):
             h = self._rms(x, ln1)
-            q = F.linear(h, *q_).view(T, H, D)
-            k = F.linear(h, *k_).view(T, Hk, D)
+            if len(qkv_) == 1:  # fused: one matmul, then views
+                qkv = F.linear(h, *qkv_[0])
+                q, k = qkv[:, : H * D].view(T, H, D), qkv[:, H * D : (H + Hk) * D].view(T, Hk, D)
+                v = qkv[:, (H + Hk) * D :].view(T, Hk, D)
+            else:
+                q, k, v = (F.linear(h, *w).view(T, -1, D) for w in qkv_)
             if qn is not None:
                 q, k = self._rms(q, qn), self._rms(k, kn)
             q, k = rope(q), rope(k)
-            self.k[li][slots, :, pos] = k
-            self.v[li][slots, :, pos] = F.linear(h, *v_).view(T, Hk, D)
+            self.k[li][slots, :, cols] = k
+            self.v[li][slots, :, cols] = v
             x = x + F.linear(attend(li, q), *o_)
             h = self._rms(x, ln2)
-            x = x + F.linear(F.silu(F.linear(h, *g_)) * F.linear(h, *u_), *d_)
+            if len(gu_) == 1:
+                gu = F.linear(h, *gu_[0])
+                g, u = gu[:, : gu.shape[1] // 2], gu[:, gu.shape[1] // 2 :]
+            else:
+                g, u = (F.linear(h, *w) for w in gu_)
+            x = x + F.linear(F.silu(g) * u, *d_)
         return self._rms(x, self.norm)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -280,6 +339,26 @@ class DecodeEngine:
             assert self.lm_head_t is not None
             return torch.mm(x, self.lm_head_t).float()
         return F.linear(x, self.lm_head).float()
+
+    def _with_prefix(self, li: int, q: torch.Tensor, o: torch.Tensor, lse: torch.Tensor,
+                     skip: torch.Tensor | None) -> torch.Tensor:
+        """Merge attention over the shared prefix into attention over the rows' own columns.
+        q, o: (T, Hk, M, D), the M query heads (and positions) that read key/value head h;
+        lse: (T, Hk, M), the log-sum-exp of o's scores; skip: (T,) rows that do not read the
+        prefix. The prefix part is one float32 product per layer for all T x M queries."""
+        T, Hk, M, D = q.shape
+        s = torch.bmm(q.permute(1, 0, 2, 3).reshape(Hk, T * M, D).float(), self._pk[li]).mul_(self.scale)
+        top = s.amax(-1, keepdim=True)  # (Hk, T*M, 1)
+        e = s.sub_(top).exp_()
+        total = e.sum(-1, keepdim=True)
+        o_p = torch.bmm(e, self._pv[li]).div_(total).view(Hk, T, M, D).permute(1, 0, 2, 3)
+        lse_p = total.log_().add_(top).view(Hk, T, M).permute(1, 0, 2)
+        if skip is not None:
+            lse_p = lse_p.masked_fill(skip[:, None, None], float("-inf"))
+        lse = lse.float()
+        both = torch.logaddexp(lse_p, lse)
+        out = o_p * (lse_p - both).exp_()[..., None] + o.float() * (lse - both).exp_()[..., None]
+        return out.to(q.dtype)
 
     @torch.no_grad()
     def decode(self, tokens: Sequence[int]) -> torch.Tensor:
@@ -292,56 +371,82 @@ class DecodeEngine:
         self.reserve(n, cols)
         mask = (torch.arange(cols, device=dev)[None, :] <= lens[:, None])[:, None, None, :]  # (n, 1, 1, L)
         G = self.n_heads // self.n_kv
+        cascade = any(self.off)
+        if cascade:
+            fmask = torch.zeros(mask.shape, dtype=self.dtype, device=dev).masked_fill_(~mask, float("-inf"))
+            skip = torch.tensor([o == 0 for o in self.off], device=dev) if not all(self.off) else None
 
         def attend(li: int, q: torch.Tensor) -> torch.Tensor:
             qq = q.view(n, self.n_kv, G, self.head_dim)
             k, v = self.k[li][:n, :, :cols], self.v[li][:n, :, :cols]
-            o = F.scaled_dot_product_attention(qq, k, v, attn_mask=mask, scale=self.scale)
+            if cascade:
+                o, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                    qq, k, v, attn_mask=fmask, scale=self.scale)
+                o = self._with_prefix(li, qq, o, lse, skip)
+            else:
+                o = F.scaled_dot_product_attention(qq, k, v, attn_mask=mask, scale=self.scale)
             return o.reshape(n, self.n_heads * self.head_dim)
 
-        x = self._layers(torch.tensor(list(tokens), device=dev), lens, torch.arange(n, device=dev), attend)
+        pos = lens + torch.tensor(self.off, device=dev) if cascade else lens
+        x = self._layers(torch.tensor(list(tokens), device=dev), pos, torch.arange(n, device=dev), lens, attend)
         self.lens = [n_ + 1 for n_ in self.lens]
         return self._logits(x)
 
     @torch.no_grad()
-    def prefill(self, rows: Sequence[tuple[Sequence[int], int, list | None]]) -> torch.Tensor:
-        """Admit rows given as (ids, n_cached, cached kv or None): each takes the next free slot,
-        its cached prefix is copied in and the rest of `ids` runs in one ragged forward.
+    def prefill(self, rows: Sequence[tuple[Sequence[int], int, list | None, bool]]) -> torch.Tensor:
+        """Admit rows given as (ids, n_cached, cached kv or None, shared): each takes the next
+        free slot, its cached prefix is copied in (past the shared prefix, if it reads that:
+        then n_cached >= its length) and the rest of `ids` runs in one ragged forward.
         Returns logits (len(rows), V) at each row's last token."""
         dev = self.device
         first = self.n_live
-        self.reserve(first + len(rows), max(len(ids) for ids, _, _ in rows))
+        G = self.n_heads // self.n_kv
+        offs = [self.shared_len if shared else 0 for _, _, _, shared in rows]
+        self.reserve(first + len(rows), max(len(ids) - o for (ids, _, _, _), o in zip(rows, offs)))
         toks: list[int] = []
         pos: list[int] = []
+        col: list[int] = []
         slot: list[int] = []
         spans = []
-        for r, (ids, n, kv) in enumerate(rows):
+        for r, ((ids, n, kv, _), o) in enumerate(zip(rows, offs)):
             s = first + r
-            if n and kv is not None:
+            assert n >= o, "a row reading the shared prefix must have it cached"
+            if n > o and kv is not None:
                 for li, (k, v) in enumerate(kv):
-                    self.k[li][s, :, :n] = k[0]
-                    self.v[li][s, :, :n] = v[0]
+                    self.k[li][s, :, : n - o] = k[0, :, o:n]
+                    self.v[li][s, :, : n - o] = v[0, :, o:n]
             m = len(ids) - n
             assert m >= 1, "a row must keep at least one token to prefill"
-            spans.append((s, n, len(toks), m))
+            spans.append((s, n - o, len(toks), m, o > 0))
             toks.extend(ids[n:])
             pos.extend(range(n, len(ids)))
+            col.extend(range(n - o, len(ids) - o))
             slot.extend([s] * m)
-            self.lens.append(len(ids))
-        masks = [torch.arange(n + m, device=dev)[None, :] <= (n + torch.arange(m, device=dev))[:, None]
-                 for _, n, _, m in spans]
+            self.lens.append(len(ids) - o)
+            self.off.append(o)
+        masks = [torch.arange(c + m, device=dev)[None, :] <= (c + torch.arange(m, device=dev))[:, None]
+                 for _, c, _, m, _ in spans]
 
         def attend(li: int, q: torch.Tensor) -> torch.Tensor:
             out = []
-            for (s, n, o, m), mask in zip(spans, masks):
+            for (s, c, o, m, shared), mask in zip(spans, masks):
+                k, v = self.k[li][s : s + 1, :, : c + m], self.v[li][s : s + 1, :, : c + m]
+                if shared:  # the G heads of a key/value head x m positions as one (G m) x L attention
+                    qq = q[o : o + m].view(m, self.n_kv, G, self.head_dim).permute(1, 2, 0, 3)
+                    qq = qq.reshape(1, self.n_kv, G * m, self.head_dim)
+                    fmask = torch.zeros(mask.shape, dtype=self.dtype, device=dev).masked_fill_(~mask, float("-inf"))
+                    a, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                        qq, k, v, attn_mask=fmask.repeat(G, 1)[None, None], scale=self.scale)
+                    a = self._with_prefix(li, qq, a, lse, None).view(self.n_kv, G, m, self.head_dim)
+                    out.append(a.permute(2, 0, 1, 3).reshape(m, -1))
+                    continue
                 qq = q[o : o + m].transpose(0, 1)[None]  # (1, Hq, m, D)
-                k, v = self.k[li][s : s + 1, :, : n + m], self.v[li][s : s + 1, :, : n + m]
                 a = F.scaled_dot_product_attention(qq, k, v, attn_mask=mask, scale=self.scale,
                                                    enable_gqa=self.n_kv != self.n_heads)
                 out.append(a[0].transpose(0, 1).reshape(m, -1))
             return torch.cat(out) if len(out) > 1 else out[0]
 
         x = self._layers(torch.tensor(toks, device=dev), torch.tensor(pos, device=dev),
-                         torch.tensor(slot, device=dev), attend)
-        last = torch.tensor([o + m - 1 for _, _, o, m in spans], device=dev)
+                         torch.tensor(slot, device=dev), torch.tensor(col, device=dev), attend)
+        last = torch.tensor([o + m - 1 for _, _, o, m, _ in spans], device=dev)
         return self._logits(x[last])

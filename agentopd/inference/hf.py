@@ -200,6 +200,8 @@ class _EngineGeneration(Generation):
             raise RuntimeError("this policy already has an open generation (close it first)")
         super().__init__(policy, params)
         self.engine = engine
+        self.shared: tuple[int, ...] | None = None
+        """The token ids of the engine's shared prefix (cascade attention), if any."""
 
     def step(self) -> list[tuple[int, Sample]]:
         eng, store = self.engine, self.policy.prefix_cache
@@ -212,8 +214,10 @@ class _EngineGeneration(Generation):
             if store is not None and len(admit) > 1:
                 self._share_prefix([p for _, p in admit])
             hits = [store.lookup(p) if store is not None else (0, None) for _, p in admit]
-            eng.reserve(eng.n_live + len(admit), max(len(p) for _, p in admit) + self.params.max_new_tokens)
-            logits.append(eng.prefill([(p, n, kv) for (_, p), (n, kv) in zip(admit, hits)]))
+            shared = [self._reads_shared(p, n) for (_, p), (n, _) in zip(admit, hits)]
+            eng.reserve(eng.n_live + len(admit), self.params.max_new_tokens + max(
+                len(p) - (eng.shared_len if s else 0) for (_, p), s in zip(admit, shared)))
+            logits.append(eng.prefill([(p, n, kv, s) for (_, p), (n, kv), s in zip(admit, hits, shared)]))
             self.rows += [_Row(k, p) for k, p in admit]
         if not self.rows:
             return []
@@ -229,19 +233,36 @@ class _EngineGeneration(Generation):
             self.rows = [self.rows[i] for i in eng.remove(done)]
         return finished
 
+    def _reads_shared(self, prompt: tuple[int, ...], cached: int) -> bool:
+        """Whether a row admitted with `cached` tokens of `prompt` cached reads the engine's
+        shared prefix instead of holding its own copy."""
+        key = self.shared
+        return key is not None and cached >= len(key) and prompt[: len(key)] == key
+
     def _share_prefix(self, prompts: Sequence[tuple[int, ...]]) -> None:
-        """Prefill a prefix shared by the batch once, into the prefix cache."""
-        store = self.policy.prefix_cache
+        """A prefix the admitted rows share (>= 16 tokens): its keys and values are computed once
+        (or taken from a row's cached history) into the prefix cache and, on the CPU, held by the
+        engine for cascade attention while no live row reads an older one."""
+        store, eng = self.policy.prefix_cache, self.engine
         assert store is not None
-        shared = _shareable_prefix(prompts, [store.lookup(p)[0] for p in prompts])
-        if not shared:
+        c = min(_common_prefix_len(prompts), min(len(p) for p in prompts) - 1)
+        if c < 16 or self.shared == prompts[0][:c]:
             return
-        key = prompts[0][:shared]
-        n, kv = store.lookup(key)
-        self.engine.prefill([(key, n, kv)])
-        i = self.engine.n_live - 1
-        store.store(key, self.engine.row_kv(i))
-        self.engine.remove([i])
+        key = prompts[0][:c]
+        n, kv = store.lookup(prompts[0])
+        if n >= c and kv is not None:  # a row's stored history covers the prefix
+            kv = [(k[:, :, :c].clone(), v[:, :, :c].clone()) for k, v in kv]
+            store.store(key, kv)
+        else:
+            n, kv = store.lookup(key)
+            eng.prefill([(key, n, kv, False)])
+            i = eng.n_live - 1
+            kv = eng.row_kv(i)
+            store.store(key, kv)
+            eng.remove([i])
+        if eng.cascade and not any(eng.off):
+            eng.share(kv)
+            self.shared = key
 
     def close(self) -> None:
         super().close()

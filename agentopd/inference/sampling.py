@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
+import torch.nn.functional as F
 
 from agentopd.core.types import Message
 
@@ -123,7 +124,8 @@ def processed_logprobs(logits: torch.Tensor, params: SamplingParams) -> torch.Te
     logits = logits.float()
     if params.temperature <= 0:
         return torch.log_softmax(logits, dim=-1)
-    logits = logits / params.temperature
+    if params.temperature != 1.0:  # (x / 1 == x: one (B, V) pass fewer on the common path)
+        logits = logits / params.temperature
     if params.top_k > 0:
         kth = torch.topk(logits, min(params.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -136,13 +138,40 @@ def processed_logprobs(logits: torch.Tensor, params: SamplingParams) -> torch.Te
     return torch.log_softmax(logits, dim=-1)
 
 
+_BLOCK = 256
+"""Vocabulary block of the two-level inverse CDF in `draw`."""
+
+
+def _last_positive(w: torch.Tensor) -> torch.Tensor:
+    """Index (B, 1) of each row's last positive entry of `w` (B, N)."""
+    idx = torch.arange(w.shape[-1], device=w.device)
+    return torch.where(w > 0, idx, -1).amax(-1, keepdim=True)
+
+
 def draw(logp: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Inverse-CDF draw of one token per row of `logp` (B, V) with uniforms `u` (B,)."""
-    cdf = logp.exp().double().cumsum(-1)
-    x = (u.to(cdf.device, torch.float64) * cdf[:, -1])[:, None]
-    tok = torch.searchsorted(cdf, x, right=True).squeeze(-1).clamp(max=logp.shape[-1] - 1)
-    # rounding can only land on the last cdf step; never return a token the distribution excludes
-    bad = ~torch.isfinite(logp.gather(-1, tok[:, None]).squeeze(-1))
+    """Inverse-CDF draw of one token per row of `logp` (B, V) with uniforms `u` (B,).
+
+    Two levels, so no (B, V) float64 cumsum is built (on a CPU that cumsum was half of a
+    32-row decode step): float64 sums of vocabulary blocks locate the block holding u x total,
+    and a float64 cumsum inside that one block locates the token. It is the inverse CDF of the
+    same distribution; only float64 rounding of the partial sums differs from a flat cumsum."""
+    B, V = logp.shape
+    p = logp.exp()
+    pad = (-V) % _BLOCK
+    if pad:
+        p = F.pad(p, (0, pad))
+    blocks = p.view(B, -1, _BLOCK)
+    sums = blocks.sum(-1, dtype=torch.float64)  # (B, blocks)
+    csum = sums.cumsum(-1)
+    x = (u.to(csum.device, torch.float64) * csum[:, -1])[:, None]
+    # the sums round differently from the block's own cumsum: past either end, take the last
+    # block (token) that has mass, never one the distribution excludes
+    j = torch.minimum(torch.searchsorted(csum, x, right=True), _last_positive(sums))  # (B, 1)
+    before = torch.where(j > 0, csum.gather(-1, (j - 1).clamp(min=0)), torch.zeros_like(x))
+    block = blocks.gather(1, j[:, :, None].expand(B, 1, _BLOCK))[:, 0]
+    k = torch.searchsorted(block.double().cumsum(-1) + before, x, right=True)
+    tok = (j * _BLOCK + torch.minimum(k, _last_positive(block))).squeeze(-1)
+    bad = ~torch.isfinite(logp.gather(-1, tok[:, None]).squeeze(-1))  # a NaN row
     return torch.where(bad, logp.argmax(-1), tok)
 
 

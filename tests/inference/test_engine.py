@@ -61,6 +61,10 @@ def test_engine_runs_other_families_exactly(tokenizer, kind):
     params = SamplingParams(max_new_tokens=10, temperature=1.0, seed=7)
     ref = reference_samples(model, prompts, params, stop_token_ids=[tokenizer.eos_token_id])
     _assert_same(HFPolicy(model, tokenizer, engine="engine").sample(prompts, params), ref)
+    # bf16 compute over fp32 weights: the fused q/k/v (with Qwen2's biases) and gate/up copies
+    ref = reference_samples(_bf16_ref(model), prompts, params, stop_token_ids=[tokenizer.eos_token_id])
+    _assert_close(HFPolicy(model, tokenizer, engine="engine", dtype=torch.bfloat16).sample(prompts, params),
+                  ref, torch.bfloat16)
 
 
 def test_rows_joining_a_running_batch_and_narrow_and_wide_paths(tiny_model, tokenizer):
@@ -201,3 +205,69 @@ def test_one_open_generation_per_policy(tiny_model, tokenizer):
         gen.submit(tokenizer.encode("Hi there"), 0)
         while gen.busy:
             gen.step()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cascade_attention_over_a_shared_prefix(tiny_model, tokenizer, dtype):
+    """Rows that share a system prompt read it once (cascade attention, merged by log-sum-exp):
+    wide and narrow batches, rows without the prefix joining mid-flight, and a second turn
+    whose cached history covers the prefix all sample as the reference does."""
+    head = tokenizer.encode("System: you are a careful agent; call tools as JSON. " * 3)
+    prompts = [head + tokenizer.encode(f"task {i}: " + "word " * i) for i in range(12)]
+    strangers = [tokenizer.encode("Unrelated prompt number one"), tokenizer.encode("Another one " * 4)]
+    params = SamplingParams(max_new_tokens=7, temperature=1.0, seed=4)
+    model = tiny_model if dtype == torch.float32 else _bf16_ref(tiny_model)
+    keys = list(range(14))
+    ref = reference_samples(model, prompts + strangers, params, keys=keys, stop_token_ids=[tokenizer.eos_token_id])
+    pol = HFPolicy(model, tokenizer, max_batch=NARROW + 4)
+    got, seen = {}, []
+    with pol.open(params) as gen:
+        for k, p in enumerate(prompts):
+            gen.submit(p, k)
+        got.update(gen.step())
+        for k, p in enumerate(strangers, start=12):  # join mid-flight without the prefix
+            gen.submit(p, k)
+        while gen.busy:
+            got.update(gen.step())
+            seen.append((gen.engine.shared_len, sum(o > 0 for o in gen.engine.off), gen.live))
+    assert seen[0][0] >= len(head) and seen[0][1] == NARROW + 4  # every admitted row reads it
+    assert any(live < NARROW for _, _, live in seen)  # the narrow path ran too
+    _assert_close([got[k] for k in keys], ref, dtype)
+    second = [p + list(got[k].token_ids) + tokenizer.encode(" ok") for k, p in enumerate(prompts[:9])]
+    with pol.open(params) as gen:
+        for k, p in enumerate(second):
+            gen.submit(p, 50 + k)
+        out = dict(gen.step())
+        assert gen.engine.shared_len >= len(head) and all(gen.engine.off)
+        while gen.busy:
+            out.update(gen.step())
+    ref2 = reference_samples(model, second, params, keys=range(50, 59), stop_token_ids=[tokenizer.eos_token_id])
+    _assert_close([out[50 + k] for k in range(9)], ref2, dtype)
+
+
+def _assert_close(got, ref, dtype):
+    """fp32: the reference's ids and logprobs. bf16 rounds in another order (a cascade: each
+    part, then the merge; fused copies; bf16 compute over fp32 weights), and a near-uniform tiny
+    model then flips a draw now and then, after which a row's tokens differ: at least 60% of all
+    tokens lie before each row's first flip, with logprobs there to bf16 precision."""
+    if dtype == torch.float32:
+        return _assert_same(got, ref)
+    agreed = total = 0
+    for g, r in zip(got, ref, strict=True):
+        n = next((i for i, (a, b) in enumerate(zip(g.token_ids, r.token_ids)) if a != b), len(r.token_ids))
+        assert g.logprobs[:n] == pytest.approx(r.logprobs[:n], abs=0.05)
+        agreed, total = agreed + n, total + len(r.token_ids)
+    assert agreed >= 0.6 * total
+
+
+def test_engine_rmsnorm_is_transformers_bit_for_bit(tiny_model):
+    """The engine's RMSNorm gives transformers' bits in each compute dtype (bf16: normalised in
+    fp32, cast back, then scaled)."""
+    norm = tiny_model.model.layers[0].input_layernorm
+    for dtype in (torch.float32, torch.bfloat16):
+        eng = DecodeEngine(copy.deepcopy(tiny_model).to(dtype))
+        ref = copy.deepcopy(norm).to(dtype)
+        with torch.no_grad():
+            ref.weight.normal_(1, 0.3)
+            x = (torch.randn(7, ref.weight.shape[0]) * 3).to(dtype)
+            assert torch.equal(eng._rms(x, ref.weight), ref(x))

@@ -2,7 +2,13 @@ import pytest
 import torch
 
 from agentopd.inference.hf import HFPolicy
-from agentopd.inference.sampling import SamplingParams, sample_tokens
+from agentopd.inference.sampling import (
+    SamplingParams,
+    draw,
+    processed_logprobs,
+    sample_tokens,
+    uniforms,
+)
 
 
 def test_sample_tokens_greedy_and_logprob_definition():
@@ -27,6 +33,31 @@ def test_top_k_one_is_greedy_and_top_p_renormalises():
         assert tok.item() in (0, 1)
         p = torch.softmax(logits[0, :2], -1)
         assert lp.item() == pytest.approx(torch.log(p[tok.item()]).item(), abs=1e-5)
+
+
+def _flat_inverse_cdf(logp, u):
+    """The naive reference: one float64 cumsum over the whole vocabulary."""
+    cdf = logp.exp().double().cumsum(-1)
+    return torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).squeeze(-1)
+
+
+@pytest.mark.parametrize("V", [7, 256, 1000, 49152])
+def test_two_level_draw_is_the_flat_inverse_cdf(V):
+    """`draw` (block sums, then one block's cumsum) picks the token a flat float64 inverse CDF
+    picks, for every row, with masked (top-k) distributions and a vocabulary that is not a
+    multiple of the block, and never a token the distribution excludes."""
+    g = torch.Generator().manual_seed(V)
+    logits = torch.randn(64, V, generator=g) * 3
+    for params in (SamplingParams(temperature=1.0), SamplingParams(temperature=0.7, top_k=5),
+                   SamplingParams(temperature=1.0, top_p=0.5)):
+        logp = processed_logprobs(logits, params)
+        for step in range(5):
+            u = uniforms(step, list(range(64)), [step] * 64)
+            tok = draw(logp, u)
+            assert tok.tolist() == _flat_inverse_cdf(logp, u).tolist()
+            assert torch.isfinite(logp.gather(-1, tok[:, None])).all()
+    edge = torch.log_softmax(torch.tensor([[0.0] * 3 + [float("-inf")] * 300]), -1)
+    assert draw(edge, torch.tensor([1 - 2.0**-53])).item() == 2  # the top of the cdf: the last kept token
 
 
 def _prompts(tokenizer):

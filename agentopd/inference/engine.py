@@ -426,17 +426,19 @@ class DecodeEngine:
             self.off.append(o)
         masks = [torch.arange(c + m, device=dev)[None, :] <= (c + torch.arange(m, device=dev))[:, None]
                  for _, c, _, m, _ in spans]
+        # a sharing row's G heads x m positions form one (G m) x L attention: its mask, once for all layers
+        fmasks = [torch.zeros(mask.shape, dtype=self.dtype, device=dev).masked_fill_(~mask, float("-inf"))
+                  .repeat(G, 1)[None, None] if shared else None for (_, _, _, _, shared), mask in zip(spans, masks)]
 
         def attend(li: int, q: torch.Tensor) -> torch.Tensor:
             out = []
-            for (s, c, o, m, shared), mask in zip(spans, masks):
+            for (s, c, o, m, _), mask, fmask in zip(spans, masks, fmasks):
                 k, v = self.k[li][s : s + 1, :, : c + m], self.v[li][s : s + 1, :, : c + m]
-                if shared:  # the G heads of a key/value head x m positions as one (G m) x L attention
+                if fmask is not None:  # reads the shared prefix
                     qq = q[o : o + m].view(m, self.n_kv, G, self.head_dim).permute(1, 2, 0, 3)
                     qq = qq.reshape(1, self.n_kv, G * m, self.head_dim)
-                    fmask = torch.zeros(mask.shape, dtype=self.dtype, device=dev).masked_fill_(~mask, float("-inf"))
                     a, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-                        qq, k, v, attn_mask=fmask.repeat(G, 1)[None, None], scale=self.scale)
+                        qq, k, v, attn_mask=fmask, scale=self.scale)
                     a = self._with_prefix(li, qq, a, lse, None).view(self.n_kv, G, m, self.head_dim)
                     out.append(a.permute(2, 0, 1, 3).reshape(m, -1))
                     continue

@@ -248,19 +248,23 @@ class _EngineGeneration(Generation):
         c = min(_common_prefix_len(prompts), min(len(p) for p in prompts) - 1)
         if c < 16 or self.shared == prompts[0][:c]:
             return
+        can_share = eng.cascade and not any(eng.off)
+        cached = [store.lookup(p) for p in prompts]
+        if not can_share and all(n >= c for n, _ in cached):
+            return  # nothing to compute, and the engine cannot take it now
         key = prompts[0][:c]
-        n, kv = store.lookup(prompts[0])
-        if n >= c and kv is not None:  # a row's stored history covers the prefix
-            kv = [(k[:, :, :c].clone(), v[:, :, :c].clone()) for k, v in kv]
+        covering = next((kv for n, kv in cached if n >= c and kv is not None), None)
+        if covering is not None:  # a row's stored history covers the prefix
+            kv = [(k[:, :, :c].clone(), v[:, :, :c].clone()) for k, v in covering]
             store.store(key, kv)
         else:
-            n, kv = store.lookup(key)
-            eng.prefill([(key, n, kv, False)])
+            n, hit = store.lookup(key)
+            eng.prefill([(key, n, hit, False)])
             i = eng.n_live - 1
             kv = eng.row_kv(i)
             store.store(key, kv)
             eng.remove([i])
-        if eng.cascade and not any(eng.off):
+        if can_share:
             eng.share(kv)
             self.shared = key
 

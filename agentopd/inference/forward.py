@@ -17,8 +17,8 @@ Only the logits that a loss reads are computed (`logits_to_keep`), which keeps t
 Attention over the tree skips what the mask rules out (`tree_sdpa`, in place of ``sdpa`` for the
 packed forward): the nodes run in blocks of `TREE_BLOCK` queries, each over only the key nodes
 some query of the block attends to (the shared prefix and the block's own rows), not over all N.
-A tree of 32 episodes after one 313-token system prompt needs a fifth of the N x N products that
-a dense mask costs, and dense attention was as costly as every linear layer together there.
+On 32 calc rows after one 313-token system prompt the blocks compute 28-38% of a dense mask's
+N x N products (2,048-node trees), and dense attention had cost as much as every linear layer.
 
 Works with the ``sdpa`` and ``eager`` attention implementations (the ones that take a custom
 4-D mask); with other kernels `logits_at` falls back to one right-padded batch.

@@ -2,14 +2,16 @@
 
 Measures on SmolLM2-135M and calc first-turn prompts:
 - the floor: one prefill of the same tokens the sampler produces (B=32 rows x N new tokens, one
-  forward, no cache), in fp32 and under bf16 (autocast, and bf16 weights);
+  forward, no cache), in fp32 and under bf16 (autocast, and bf16 weights): transformers' forward
+  (the issue's floor) and the decode engine's own ragged prefill (oneDNN-packed weights on a
+  CPU, but attention row by row);
 - the 32- and 64-row bounds: one forward of 32 (64) single-token rows, the linear-layer work
   of a decode step with no attention (a 32-row matmul is less efficient than a 2,048-row one);
 - the batch-1 bound: weight bytes / measured memory read bandwidth;
 - the sampler (`HFPolicy`, the decode engine and transformers' forward) at batch 1, 8, 32, 64,
   decode tokens/s (prefill timed apart), with every row forced to its full length;
 - the teacher's scoring and the learner's step on the sampled rows, in tokens/s.
-Each rate is also printed as a fraction of the fp32 floor. Writes benchmarks/out/token_path.json.
+Each rate is also printed as a fraction of the fp32 floor (the faster of the two fp32 prefills). Writes benchmarks/out/token_path.json.
 
 Where `--dtype auto` resolves to bf16 (a CPU with native bf16 units that measures it faster, or
 CUDA), also: the 32/64-row bounds in bf16, the sampler in the auto dtype at batch 1, 32 and 64
@@ -97,6 +99,21 @@ def forward_rate(model, ids: torch.Tensor, dtype: torch.dtype | None = None) -> 
         return ids.numel() / timed(lambda: model(input_ids=ids, use_cache=False, logits_to_keep=1), 2)
 
 
+@torch.no_grad()
+def engine_rate(model, ids: torch.Tensor, dtype: torch.dtype | None = None) -> float:
+    """Tokens/s of the decode engine's ragged prefill of the B rows of `ids` (B, T) from empty."""
+    from agentopd.inference.engine import DecodeEngine
+
+    eng = DecodeEngine(model, dtype)
+
+    def run():
+        eng.release()
+        eng.prefill([(row, 0, None, False) for row in ids.tolist()])
+
+    run()
+    return ids.numel() / timed(run, 2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--new-tokens", type=int, default=64)
@@ -124,7 +141,9 @@ def main() -> None:
     ids = torch.tensor([list(s.token_ids) for s in sampled])
     bf16_model = copy.deepcopy(model).to(torch.bfloat16)
     floor = {"fp32": forward_rate(model, ids), "bf16_autocast": forward_rate(model, ids, torch.bfloat16),
-             "bf16_weights": forward_rate(bf16_model, ids)}
+             "bf16_weights": forward_rate(bf16_model, ids), "engine_fp32": engine_rate(model, ids)}
+    if auto_bf16:
+        floor["engine_bf16"] = engine_rate(model, ids, torch.bfloat16)
     rows32 = torch.tensor([[s.token_ids[0]] for s in sampled])
     rows64 = torch.cat([rows32, rows32])
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -178,7 +197,10 @@ def main() -> None:
     f = floor["fp32"]
     print(f"machine: {res['machine']}")
     print(f"floor fp32 {f:.0f} tok/s | bf16 autocast {floor['bf16_autocast']:.0f} | bf16 weights "
-          f"{floor['bf16_weights']:.0f}")
+          f"{floor['bf16_weights']:.0f}; the engine's own prefill: fp32 {floor['engine_fp32']:.0f}"
+          + (f", bf16 {floor['engine_bf16']:.0f}" if "engine_bf16" in floor else ""))
+    f = max(f, floor["engine_fp32"])  # fractions below are of the faster of the two fp32 prefills
+    print(f"fractions below are of the fp32 floor {f:.0f} tok/s")
     print(f"32-row bound {bounds['rows32_tok_s']:.0f} tok/s ({bounds['rows32_tok_s'] / f:.0%} of floor), 64-row "
           f"{bounds['rows64_tok_s']:.0f} ({bounds['rows64_tok_s'] / f:.0%}); batch-1 bound "
           f"{bounds['batch1_tok_s']:.1f} tok/s ({bw:.1f} GB/s over {weight_bytes / 1e6:.0f} MB)")

@@ -16,12 +16,14 @@ over left padding). The engine runs the same weights with a forward written for 
   attention on a CPU is bound by reading keys and values, and a 300-token system prompt was
   most of every row's cache (CPU only: it uses the CPU flash kernel's log-sum-exp).
 
-Many rows (from `NARROW` up) run `linear` over the model's own parameter tensors (in bf16, or
-where the compute dtype differs from the weights', over copies with q/k/v and gate/up fused); a few rows
-(bandwidth-bound: batch-1 evals, the tail of a batch) run a fused copy transposed for `x @ w`.
-Copies (that one, or weights cast to another compute dtype) are rebuilt whenever a parameter's
-version counter moves (an optimizer step, a checkpoint load): the engine never samples from
-stale weights. Supported: Llama, Mistral (without a sliding window), Qwen2, Qwen3; `unsupported(model)`
+On a CPU with oneDNN every linear layer (q/k/v and gate/up fused, the LM head too) runs over a
+copy of its weight packed in oneDNN's blocked layout (`torch.ops.mkldnn._linear_pointwise`, what
+torch.compile's CPU backend emits for a linear): measured on a 2-core EPYC it streams a weight
+1.4-2.3x faster than `linear` over the (out, in) tensor at 1 to 64 rows, and 1.2x at 2,048 (see
+RESULTS.md, issue 10). Elsewhere (a GPU) `linear` runs over the model's own tensors, or over
+fused copies where the compute dtype differs from the weights'. Copies are rebuilt whenever a
+parameter's version counter moves (an optimizer step, a checkpoint load): the engine never
+samples from stale weights. Supported: Llama, Mistral (without a sliding window), Qwen2, Qwen3; `unsupported(model)`
 says why not, and `HFPolicy` then uses transformers' forward.
 """
 
@@ -57,42 +59,29 @@ def unsupported(model) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class _Layer:
-    """One decoder layer's weights for the narrow path (a few rows: bandwidth-bound), fused and
-    transposed to (in, out): `x @ w` streams a weight faster there than `linear` does."""
-
-    ln1: torch.Tensor
-    qkv: torch.Tensor
-    qkv_b: torch.Tensor | None
-    o: torch.Tensor
-    o_b: torch.Tensor | None
-    q_norm: torch.Tensor | None
-    k_norm: torch.Tensor | None
-    ln2: torch.Tensor
-    gate_up: torch.Tensor
-    gate_up_b: torch.Tensor | None
-    down: torch.Tensor
-    down_b: torch.Tensor | None
+PACK_ROWS = 32
+"""The row count oneDNN lays a packed weight out for (a hint: any count runs; measured on the
+LM head, 32 was as fast as 1 at one row and 1.4x faster at 8-32 rows)."""
 
 
-NARROW = 8
-"""Below this many rows a forward on the CPU takes the narrow path (measured on a 2-core AVX2
-CPU: at one row the transposed layout is 1.3x (layers) to 2x (lm_head) faster; from 8 rows
-`linear` over the model's own tensors is as fast or faster). Never on a GPU, where the copy
-would only cost memory."""
+def can_pack(device: torch.device) -> bool:
+    """Whether linear layers on `device` run over oneDNN-packed weights (a CPU with oneDNN)."""
+    return (device.type == "cpu" and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
 
 
-def _fused(mods, dt) -> tuple[torch.Tensor, torch.Tensor | None]:
-    w = torch.cat([m.weight.detach() for m in mods]).t().to(dt).contiguous()
-    if all(m.bias is None for m in mods):
-        return w, None
-    b = torch.cat([m.bias.detach() if m.bias is not None else m.weight.new_zeros(m.weight.shape[0]) for m in mods])
-    return w, b.to(dt)
+@dataclass(frozen=True, slots=True)
+class _Linear:
+    """``x (T, in) -> x w^T + b``: over a oneDNN-packed weight (`packed`) or an (out, in) tensor."""
 
+    w: torch.Tensor
+    b: torch.Tensor | None
+    packed: bool
 
-def _mm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-    return torch.mm(x, w) if b is None else torch.addmm(b, x, w)
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.packed:
+            return torch.ops.mkldnn._linear_pointwise(x, self.w, self.b, "none", [], "")
+        return F.linear(x, self.w, self.b)
 
 
 def _version(model) -> int:
@@ -117,7 +106,7 @@ class DecodeEngine:
         self.eps = cfg.rms_norm_eps
         self.scale = self.head_dim ** -0.5
         self.n_layers = cfg.num_hidden_layers
-        self.narrow_below = NARROW if self.device.type == "cpu" else 0
+        self.packed = can_pack(self.device)
         self._version = -1
         self.k: list[torch.Tensor] = []
         self.v: list[torch.Tensor] = []
@@ -135,68 +124,49 @@ class DecodeEngine:
 
     # -- weights -------------------------------------------------------------------------
     def sync(self) -> None:
-        """Take the model's current weights. The wide path reads the parameters themselves; cast
-        or packed copies are rebuilt if any parameter moved since they were made (an optimizer
-        step, a checkpoint load), so the engine never samples from stale weights."""
+        """Take the model's current weights. Packed or cast copies are rebuilt if any parameter
+        moved since they were made (an optimizer step, a checkpoint load), so the engine never
+        samples from stale weights; unpacked same-dtype layers read the parameters themselves."""
         v = _version(self.model)
         if v == self._version:
             return
-        dt = self.dtype
+        dt, pack = self.dtype, self.packed
         m = self.model.model
 
         def own(t):
             return t if t is None or t.dtype == dt else t.detach().to(dt)
 
-        def lin(mod):
-            return own(mod.weight), own(mod.bias)
+        # q/k/v and gate/up fused into one (out, in) weight each, one matmul instead of three (two),
+        # wherever copies are made anyway (packing, another compute dtype) and in bf16 on a CPU
+        # (1.1-1.4x on those matmuls there; in fp32 `linear` measured no faster fused)
+        fuse = pack or dt != next(self.model.parameters()).dtype or (dt == torch.bfloat16 and self.device.type == "cpu")
 
-        # q/k/v and gate/up fused into one (out, in) copy each, one matmul instead of three (two):
-        # where the compute dtype makes copies anyway, and in bf16 on a CPU (1.1-1.4x on those
-        # matmuls there, for 140 MB on a 135M model; in fp32 it measured no faster).
-        fuse = dt != next(self.model.parameters()).dtype or (dt == torch.bfloat16 and self.device.type == "cpu")
+        def linear(*mods) -> _Linear:
+            if len(mods) == 1 and not pack:
+                return _Linear(own(mods[0].weight.detach()), own(mods[0].bias), False)
+            w = torch.cat([mod.weight.detach() for mod in mods]).to(dt).contiguous()
+            b = None
+            if any(mod.bias is not None for mod in mods):
+                b = torch.cat([mod.bias.detach() if mod.bias is not None else mod.weight.new_zeros(mod.weight.shape[0])
+                               for mod in mods]).to(dt)
+            return _Linear(torch.ops.mkldnn._reorder_linear_weight(w, PACK_ROWS) if pack else w, b, pack)
 
-        def lins(*mods):
-            if not fuse:
-                return tuple(lin(mod) for mod in mods)
-            w = torch.cat([mod.weight.detach() for mod in mods]).to(dt)
-            if all(mod.bias is None for mod in mods):
-                return ((w, None),)
-            return ((w, torch.cat([mod.bias.detach() if mod.bias is not None else mod.weight.new_zeros(
-                mod.weight.shape[0]) for mod in mods]).to(dt)),)
+        def lins(*mods) -> tuple[_Linear, ...]:
+            return (linear(*mods),) if fuse else tuple(linear(mod) for mod in mods)
 
         with torch.no_grad():
             self.embed = own(m.embed_tokens.weight)
             self.norm = own(m.norm.weight)
-            self.lm_head = own(self.model.lm_head.weight)
+            self.lm_head = linear(self.model.lm_head)
             self.wide = []
             for layer in m.layers:
                 a, mlp = layer.self_attn, layer.mlp
                 self.wide.append((own(layer.input_layernorm.weight), lins(a.q_proj, a.k_proj, a.v_proj),
-                                  lin(a.o_proj), own(getattr(getattr(a, "q_norm", None), "weight", None)),
+                                  linear(a.o_proj), own(getattr(getattr(a, "q_norm", None), "weight", None)),
                                   own(getattr(getattr(a, "k_norm", None), "weight", None)),
                                   own(layer.post_attention_layernorm.weight), lins(mlp.gate_proj, mlp.up_proj),
-                                  lin(mlp.down_proj)))
-        self.narrow: list[_Layer] | None = None  # packed on first use
-        self.lm_head_t: torch.Tensor | None = None
+                                  linear(mlp.down_proj)))
         self._version = v
-
-    def _pack_narrow(self) -> list[_Layer]:
-        if self.narrow is None:
-            dt = self.dtype
-            self.narrow = []
-            with torch.no_grad():
-                for layer in self.model.model.layers:
-                    a, mlp = layer.self_attn, layer.mlp
-                    qn, kn = getattr(a, "q_norm", None), getattr(a, "k_norm", None)
-                    self.narrow.append(_Layer(
-                        layer.input_layernorm.weight.detach().to(dt), *_fused([a.q_proj, a.k_proj, a.v_proj], dt),
-                        *_fused([a.o_proj], dt),
-                        qn.weight.detach().to(dt) if qn is not None else None,
-                        kn.weight.detach().to(dt) if kn is not None else None,
-                        layer.post_attention_layernorm.weight.detach().to(dt),
-                        *_fused([mlp.gate_proj, mlp.up_proj], dt), *_fused([mlp.down_proj], dt)))
-                self.lm_head_t = self.model.lm_head.weight.detach().t().to(dt).contiguous()
-        return self.narrow
 
     # -- cache slots -----------------------------------------------------------------------
     @property
@@ -296,49 +266,31 @@ class DecodeEngine:
         def rope(t):
             return t * cos + torch.cat((-t[..., half:], t[..., :half]), -1) * sin
 
-        if T < self.narrow_below:
-            inter = self.model.model.layers[0].mlp.gate_proj.weight.shape[0]
-            for li, L in enumerate(self._pack_narrow()):
-                qkv = _mm(self._rms(x, L.ln1), L.qkv, L.qkv_b).view(T, H + 2 * Hk, D)
-                qk, v = qkv[:, : H + Hk], qkv[:, H + Hk :]
-                if L.q_norm is not None and L.k_norm is not None:
-                    qk = torch.cat((self._rms(qk[:, :H], L.q_norm), self._rms(qk[:, H:], L.k_norm)), 1)
-                qk = rope(qk)  # q and k at once
-                self.k[li][slots, :, cols] = qk[:, H:]
-                self.v[li][slots, :, cols] = v
-                x = x + _mm(attend(li, qk[:, :H]), L.o, L.o_b)
-                gu = _mm(self._rms(x, L.ln2), L.gate_up, L.gate_up_b)
-                x = x + _mm(F.silu(gu[:, :inter]) * gu[:, inter:], L.down, L.down_b)
-            return self._rms(x, self.norm)
         for li, (ln1, qkv_, o_, qn, kn, ln2, gu_, d_) in enumerate(self.wide):
             h = self._rms(x, ln1)
             if len(qkv_) == 1:  # fused: one matmul, then views
-                qkv = F.linear(h, *qkv_[0])
+                qkv = qkv_[0](h)
                 q, k = qkv[:, : H * D].view(T, H, D), qkv[:, H * D : (H + Hk) * D].view(T, Hk, D)
                 v = qkv[:, (H + Hk) * D :].view(T, Hk, D)
             else:
-                q, k, v = (F.linear(h, *w).view(T, -1, D) for w in qkv_)
+                q, k, v = (f(h).view(T, -1, D) for f in qkv_)
             if qn is not None:
                 q, k = self._rms(q, qn), self._rms(k, kn)
             q, k = rope(q), rope(k)
             self.k[li][slots, :, cols] = k
             self.v[li][slots, :, cols] = v
-            x = x + F.linear(attend(li, q), *o_)
+            x = x + o_(attend(li, q))
             h = self._rms(x, ln2)
             if len(gu_) == 1:
-                gu = F.linear(h, *gu_[0])
+                gu = gu_[0](h)
                 g, u = gu[:, : gu.shape[1] // 2], gu[:, gu.shape[1] // 2 :]
             else:
-                g, u = (F.linear(h, *w) for w in gu_)
-            x = x + F.linear(F.silu(g) * u, *d_)
+                g, u = (f(h) for f in gu_)
+            x = x + d_(F.silu(g) * u)
         return self._rms(x, self.norm)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] < self.narrow_below:
-            self._pack_narrow()
-            assert self.lm_head_t is not None
-            return torch.mm(x, self.lm_head_t).float()
-        return F.linear(x, self.lm_head).float()
+        return self.lm_head(x).float()
 
     def _with_prefix(self, li: int, q: torch.Tensor, o: torch.Tensor, lse: torch.Tensor,
                      skip: torch.Tensor | None) -> torch.Tensor:

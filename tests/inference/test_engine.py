@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from agentopd.inference.dtypes import cpu_bf16_units, resolve_dtype
-from agentopd.inference.engine import NARROW, DecodeEngine, unsupported
+from agentopd.inference.engine import DecodeEngine, unsupported
 from agentopd.inference.hf import HFPolicy, reference_samples
 from agentopd.inference.sampling import SamplingParams
 
@@ -67,13 +67,32 @@ def test_engine_runs_other_families_exactly(tokenizer, kind):
                   ref, torch.bfloat16)
 
 
-def test_rows_joining_a_running_batch_and_narrow_and_wide_paths(tiny_model, tokenizer):
-    """Rows submitted while others decode, batches above and below NARROW, keys out of order."""
-    prompts = _prompts(tokenizer) * 3  # 15 rows: wide while full, narrow as they drain
+@pytest.mark.parametrize("packed", [True, False])
+def test_packed_and_plain_linears_sample_as_the_reference(tiny_model, tokenizer, packed, monkeypatch):
+    """oneDNN-packed weights (the CPU default) and plain `linear` (elsewhere), fp32 and bf16."""
+    import agentopd.inference.engine as eng
+
+    if packed and not eng.can_pack(torch.device("cpu")):
+        pytest.skip("this torch build has no oneDNN")
+    monkeypatch.setattr(eng, "can_pack", lambda device: packed)
+    prompts = _prompts(tokenizer)
+    params = SamplingParams(max_new_tokens=10, temperature=1.0, seed=9)
+    pol = HFPolicy(tiny_model, tokenizer, engine="engine")
+    _assert_same(pol.sample(prompts, params), reference_samples(tiny_model, prompts, params,
+                                                                stop_token_ids=[tokenizer.eos_token_id]))
+    assert pol._engine is not None and pol._engine.packed is packed
+    ref = reference_samples(_bf16_ref(tiny_model), prompts, params, stop_token_ids=[tokenizer.eos_token_id])
+    _assert_close(HFPolicy(tiny_model, tokenizer, engine="engine", dtype=torch.bfloat16).sample(prompts, params),
+                  ref, torch.bfloat16)
+
+
+def test_rows_joining_a_running_batch(tiny_model, tokenizer):
+    """Rows submitted while others decode, batches of 10 rows down to 1, keys out of order."""
+    prompts = _prompts(tokenizer) * 3  # 15 rows: full batches, then draining to one
     keys = [100 + 7 * i for i in range(len(prompts))]
     params = SamplingParams(max_new_tokens=9, temperature=1.0, seed=11)
     ref = reference_samples(tiny_model, prompts, params, keys=keys, stop_token_ids=[tokenizer.eos_token_id])
-    pol = HFPolicy(tiny_model, tokenizer, max_batch=NARROW + 2)
+    pol = HFPolicy(tiny_model, tokenizer, max_batch=10)
     got = {}
     with pol.open(params) as gen:
         for p, k in zip(prompts[:4], keys[:4]):
@@ -84,7 +103,7 @@ def test_rows_joining_a_running_batch_and_narrow_and_wide_paths(tiny_model, toke
             gen.submit(p, k)
         while gen.busy:
             got.update(gen.step())
-            assert gen.live <= NARROW + 2
+            assert gen.live <= 10
     _assert_same([got[k] for k in keys], ref)
 
 
@@ -113,7 +132,7 @@ def test_engine_follows_weight_updates(tokenizer):
     prompts = _prompts(tokenizer)[:3]
     params = SamplingParams(max_new_tokens=8, temperature=1.0, seed=1)
     pol.sample(prompts, params)
-    pol.sample([list(prompts[0]) + [5]], params)  # a narrow decode packs the transposed copy too
+    pol.sample([list(prompts[0]) + [5]], params)  # a one-row decode over the same copies
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -219,7 +238,7 @@ def test_cascade_attention_over_a_shared_prefix(tiny_model, tokenizer, dtype):
     model = tiny_model if dtype == torch.float32 else _bf16_ref(tiny_model)
     keys = list(range(14))
     ref = reference_samples(model, prompts + strangers, params, keys=keys, stop_token_ids=[tokenizer.eos_token_id])
-    pol = HFPolicy(model, tokenizer, max_batch=NARROW + 4)
+    pol = HFPolicy(model, tokenizer, max_batch=12)
     got, seen = {}, []
     with pol.open(params) as gen:
         for k, p in enumerate(prompts):
@@ -230,8 +249,8 @@ def test_cascade_attention_over_a_shared_prefix(tiny_model, tokenizer, dtype):
         while gen.busy:
             got.update(gen.step())
             seen.append((gen.engine.shared_len, sum(o > 0 for o in gen.engine.off), gen.live))
-    assert seen[0][0] >= len(head) and seen[0][1] == NARROW + 4  # every admitted row reads it
-    assert any(live < NARROW for _, _, live in seen)  # the narrow path ran too
+    assert seen[0][0] >= len(head) and seen[0][1] == 12  # every admitted row reads it
+    assert any(live < 8 for _, _, live in seen)  # a draining batch ran too
     _assert_close([got[k] for k in keys], ref, dtype)
     second = [p + list(got[k].token_ids) + tokenizer.encode(" ok") for k, p in enumerate(prompts[:9])]
     with pol.open(params) as gen:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from agentopd.core.rows import TrainRow
+from agentopd.inference import forward
 from agentopd.inference.forward import pack, pack_groups, packed_logits
 from agentopd.training import losses
 from agentopd.training.learner import Learner, OptimConfig
@@ -35,10 +36,12 @@ def test_pack_shares_prefixes_and_keeps_paths():
     assert set(mask[i].nonzero().squeeze(-1).tolist()) == set(tree.node_of[2])
 
 
-@pytest.mark.parametrize("impl", ["sdpa", "eager"])
-def test_packed_logits_match_separate_forwards(tokenizer, impl):
+@pytest.mark.parametrize("impl,block", [("sdpa", 16), ("sdpa", 4096), ("eager", 16)])
+def test_packed_logits_match_separate_forwards(tokenizer, impl, block, monkeypatch):
+    """Also block by block (`tree_sdpa` with 16-node query blocks: gathers and slices)."""
     from helpers_models import tiny_model_from
 
+    monkeypatch.setattr(forward, "TREE_BLOCK", block)
     model = tiny_model_from(tokenizer, seed=1)
     model.config._attn_implementation = impl
     seqs = _seqs()
@@ -48,6 +51,20 @@ def test_packed_logits_match_separate_forwards(tokenizer, impl):
         want = torch.cat([model(input_ids=torch.tensor([s])).logits[0, p] for s, p in zip(seqs, positions)])
     assert got.shape == want.shape
     torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-4)
+    assert model.config._attn_implementation == impl  # restored after the packed forward
+
+
+def test_tree_attention_reads_only_the_keys_a_block_needs(monkeypatch):
+    monkeypatch.setattr(forward, "TREE_BLOCK", 16)
+    tree = pack(_seqs())
+    mask = tree.attention_mask()
+    plan = forward._tree_plan(mask)
+    assert [(a, b) for a, b, _ in plan] == [(a, min(a + 16, tree.n_nodes)) for a in range(0, tree.n_nodes, 16)]
+    gathered = [(b, idx) for _, b, idx in plan if idx is not None]
+    assert gathered and all(len(idx) < b for b, idx in gathered)  # row b's block skips row a's nodes
+    for a, b, idx in plan:  # every key a query of the block attends to is kept
+        keys = set(range(b)) if idx is None else set(idx.tolist())
+        assert set(mask[0, 0, a:b].any(0).nonzero().squeeze(1).tolist()) <= keys
 
 
 def test_pack_groups_respect_budget_and_cover_every_row():
@@ -68,11 +85,12 @@ def _rows(seqs):
     return rows
 
 
-def test_packed_learner_step_equals_padded_step(tokenizer):
+def test_packed_learner_step_equals_padded_step(tokenizer, monkeypatch):
     """One optimizer step with packing gives the same loss and the same gradients (also with
-    gradient checkpointing)."""
+    gradient checkpointing; tree attention in 16-node blocks)."""
     from helpers_models import tiny_model_from
 
+    monkeypatch.setattr(forward, "TREE_BLOCK", 16)
     rows = _rows(_seqs())
 
     def ce(logits_NV, batch):

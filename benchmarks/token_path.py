@@ -6,7 +6,8 @@ Measures on SmolLM2-135M and calc first-turn prompts:
   (the issue's floor) and the decode engine's own ragged prefill (oneDNN-packed weights on a
   CPU, but attention row by row);
 - the 32- and 64-row bounds: one forward of 32 (64) single-token rows, the linear-layer work
-  of a decode step with no attention (a 32-row matmul is less efficient than a 2,048-row one);
+  of a decode step with no attention (a 32-row matmul is less efficient than a 2,048-row one),
+  through transformers' linears and through the engine's own (packed on a CPU);
 - the batch-1 bound: weight bytes / measured memory read bandwidth;
 - the sampler (`HFPolicy`, the decode engine and transformers' forward) at batch 1, 8, 32, 64,
   decode tokens/s (prefill timed apart), with every row forced to its full length;
@@ -149,9 +150,13 @@ def main() -> None:
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     bw = read_bandwidth()
     bounds = {"rows32_tok_s": forward_rate(model, rows32), "rows64_tok_s": forward_rate(model, rows64),
+              # the same rows through the engine's own (packed) linears: the bound of its decode step
+              "rows32_engine_tok_s": engine_rate(model, rows32), "rows64_engine_tok_s": engine_rate(model, rows64),
               "read_bandwidth_GBs": bw, "weight_bytes": weight_bytes, "batch1_tok_s": bw * 1e9 / weight_bytes}
     if auto_bf16:  # what the auto dtype's decode step is bounded by
         bounds |= {"rows32_bf16_tok_s": forward_rate(bf16_model, rows32), "rows64_bf16_tok_s": forward_rate(bf16_model, rows64),
+                   "rows32_engine_bf16_tok_s": engine_rate(bf16_model, rows32),
+                   "rows64_engine_bf16_tok_s": engine_rate(bf16_model, rows64),
                    "batch1_bf16_tok_s": bw * 1e9 / (weight_bytes / 2)}
     res["floor_tok_s"], res["bounds"] = floor, bounds
 
@@ -202,16 +207,21 @@ def main() -> None:
     f = max(f, floor["engine_fp32"])  # fractions below are of the faster of the two fp32 prefills
     print(f"fractions below are of the fp32 floor {f:.0f} tok/s")
     print(f"32-row bound {bounds['rows32_tok_s']:.0f} tok/s ({bounds['rows32_tok_s'] / f:.0%} of floor), 64-row "
-          f"{bounds['rows64_tok_s']:.0f} ({bounds['rows64_tok_s'] / f:.0%}); batch-1 bound "
+          f"{bounds['rows64_tok_s']:.0f} ({bounds['rows64_tok_s'] / f:.0%}); through the engine's linears "
+          f"{bounds['rows32_engine_tok_s']:.0f} ({bounds['rows32_engine_tok_s'] / f:.0%}) and "
+          f"{bounds['rows64_engine_tok_s']:.0f} ({bounds['rows64_engine_tok_s'] / f:.0%}); batch-1 bound "
           f"{bounds['batch1_tok_s']:.1f} tok/s ({bw:.1f} GB/s over {weight_bytes / 1e6:.0f} MB)")
     for name, by_b in res["sampler"].items():
         for B, r in by_b.items():
-            extra = f", {r['decode_tok_s'] / bounds['batch1_tok_s']:.0%} of the batch-1 bound" if B == 1 else ""
+            b1 = bounds["batch1_bf16_tok_s"] if name == "engine_bf16_weights" else bounds["batch1_tok_s"]
+            extra = f", {r['decode_tok_s'] / b1:.0%} of its dtype's batch-1 bound" if B == 1 else ""
             print(f"sampler {name:11s} B={B:2d}: {r['decode_tok_s']:6.1f} tok/s decode ({r['decode_tok_s'] / f:.0%} "
                   f"of floor{extra}), prefill {r['prefill_s']:.2f} s")
     if auto_bf16:
         print(f"bf16 bounds: 32-row {bounds['rows32_bf16_tok_s']:.0f} tok/s ({bounds['rows32_bf16_tok_s'] / f:.0%}), "
-              f"64-row {bounds['rows64_bf16_tok_s']:.0f} ({bounds['rows64_bf16_tok_s'] / f:.0%}), batch-1 "
+              f"64-row {bounds['rows64_bf16_tok_s']:.0f} ({bounds['rows64_bf16_tok_s'] / f:.0%}); through the engine's "
+              f"linears {bounds['rows32_engine_bf16_tok_s']:.0f} ({bounds['rows32_engine_bf16_tok_s'] / f:.0%}) and "
+              f"{bounds['rows64_engine_bf16_tok_s']:.0f} ({bounds['rows64_engine_bf16_tok_s'] / f:.0%}); batch-1 "
               f"{bounds['batch1_bf16_tok_s']:.1f}")
     for name in ("teacher", "learner", "teacher_bf16", "learner_bf16"):
         if name not in res:

@@ -1,7 +1,8 @@
 """Teacher scoring and one learner step at three micro-batch node budgets (RESULTS.md, issue 10).
 
-The prefix tree's attention is dense over a micro-batch's nodes, so its cost grows with their
-square while the linear work grows linearly: this measures where the balance lies on a machine.
+A larger micro-batch recomputes a shared prefix less often but holds more activations (and,
+before the block-sparse tree attention, paid attention quadratic in its nodes): this measures
+where the balance lies on a machine.
 
 Usage: .venv/bin/python benchmarks/micro_budget.py ROWS NEW_TOKENS   (e.g. 32 64, or 8 96)
 """

@@ -62,6 +62,8 @@ def eval_cmd(
                                  "actors; pip install 'ray>=2.40')."),
     env_step_timeout: float = typer.Option(300.0, help="Seconds an env step may take before its episode ends "
                                            "with stop reason error (0 = no limit)."),
+    resume: bool = typer.Option(False, help="Continue the unfinished eval in --out: keep its finished episodes "
+                                "(written as each ends) and play only the rest, with the same draws."),
 ) -> None:
     """Benchmark an agent on a released task split: success, per-turn success, tool errors."""
     from agentopd.recipes.eval import EvalConfig, run_eval
@@ -70,7 +72,7 @@ def eval_cmd(
                      max_new_tokens=max_new_tokens, batch_size=batch_size, device=device, dtype=dtype,
                      continuous_batching=continuous_batching, sandbox=sandbox, k=k, samples=samples,
                      stop_repeats=stop_repeats, renderer=renderer, tool_format=tool_format, env_pool=env_pool,
-                     env_step_timeout=env_step_timeout)
+                     env_step_timeout=env_step_timeout, resume=resume)
     with _user_errors():
         run_eval(cfg, console)
 

@@ -42,12 +42,12 @@ COMMON="--env $ENV --max-new-tokens $MAX_NEW --keep-checkpoints 1 --eval-every 0
 timed() { /usr/bin/time -a -o "$root/times.txt" -f "$1 wall_s=%e cpu_user_s=%U cpu_sys_s=%S max_rss_kb=%M" "${@:2}"; }
 final() { [ -f "$1/latest" ] && [ "$(cat "$1/latest")" = "step_$2" ]; }
 resume_flag() { [ -f "$1/latest" ] && echo "--resume" || true; }
-evaluate() {  # evaluate MODEL_DIR OUT: greedy on EVAL_N test tasks, then pass@K at temperature 1
+evaluate() {  # evaluate MODEL_DIR OUT: greedy on EVAL_N test tasks, then pass@K at temperature 1 (a killed eval resumes)
   [ -f "$2/eval/summary.json" ] || timed "eval $2" $A eval --env "$ENV" --model "hf:$1" --dtype "$DTYPE" --n "$EVAL_N" \
-      --max-new-tokens "$MAX_NEW" --out "$2/eval"
+      --max-new-tokens "$MAX_NEW" --out "$2/eval" --resume
   if [ "$PASSK" -gt 0 ] && [ ! -f "$2/eval_k$PASSK/summary.json" ]; then
     timed "eval@$PASSK $2" $A eval --env "$ENV" --model "hf:$1" --dtype "$DTYPE" --n "$EVAL_N" --max-new-tokens "$MAX_NEW" \
-        --k "$PASSK" --temperature 1.0 --out "$2/eval_k$PASSK"
+        --k "$PASSK" --temperature 1.0 --out "$2/eval_k$PASSK" --resume
   fi
 }
 

@@ -32,10 +32,10 @@ final() { [ -f "$1/latest" ] && [ "$(cat "$1/latest")" = "step_$STEPS" ]; }
 resume_flag() { [ -f "$1/latest" ] && echo "--resume" || true; }
 evaluate() {  # greedy pass@1, then pass@K at temperature 1
   [ -f "$2/eval/summary.json" ] || timed "eval $2" $A eval --env "$ENV" --model "hf:$1" --dtype "$DTYPE" --n "$EVAL_N" \
-      --max-new-tokens "$MAX_NEW" --out "$2/eval"
+      --max-new-tokens "$MAX_NEW" --out "$2/eval" --resume
   if [ "$PASSK" -gt 0 ] && [ ! -f "$2/eval_k$PASSK/summary.json" ]; then
     timed "eval@$PASSK $2" $A eval --env "$ENV" --model "hf:$1" --dtype "$DTYPE" --n "$EVAL_N" --max-new-tokens "$MAX_NEW" \
-        --k "$PASSK" --temperature 1.0 --out "$2/eval_k$PASSK"
+        --k "$PASSK" --temperature 1.0 --out "$2/eval_k$PASSK" --resume
   fi
 }
 for m in ${LINKED-reverse_kl_pg gkd}; do  # (LINKED: which of the two) the agentic benchmark's runs of these two, with pass@K added there

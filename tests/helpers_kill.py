@@ -2,8 +2,9 @@
 
     python helpers_kill.py POINT N -- <agentopd arguments>
 
-POINT: rollout | teacher | learner | checkpoint | metrics; the process dies at the N-th call
-(``metrics`` first writes half of its line, as a kill mid-write would leave it)."""
+POINT: rollout | teacher | learner | checkpoint | metrics | eval_episode; the process dies at the
+N-th call (``metrics`` and ``eval_episode`` first write half of their line, as a kill mid-write
+would leave it)."""
 
 import os
 import signal
@@ -12,6 +13,7 @@ import sys
 import agentopd  # noqa: F401
 from agentopd.metrics import sinks
 from agentopd.recipes import common
+from agentopd.recipes import eval as eval_recipe
 from agentopd.teachers import oracle
 from agentopd.training import learner
 
@@ -21,6 +23,7 @@ TARGETS = {
     "learner": (learner.Learner, "step"),
     "checkpoint": (learner, "write_manifest"),  # the model and trainer state are written, not yet the manifest
     "metrics": (sinks.MetricsLogger, "log"),
+    "eval_episode": (eval_recipe, "_append"),  # `agentopd eval --out` writing its N-th finished episode
 }
 
 
@@ -38,6 +41,9 @@ def main() -> None:
                 logger = a[0]
                 logger._f.write('{"step": %d, "loss/ce": 1.2' % a[1])  # half a line
                 logger._f.flush()
+            if point == "eval_episode":
+                a[0].write('{"env_id": "agentopd/Ca')
+                a[0].flush()
             os.kill(os.getpid(), signal.SIGKILL)
         return original(*a, **k)
 

@@ -173,10 +173,12 @@ class Episode:
                     "oracle_ok": t.oracle_ok,
                     "reward": t.reward,
                     "finish_reason": t.finish_reason,
+                    "text": t.text,
                     "tool_calls": [
-                        {"name": c.name, "arguments": c.arguments, "parse_error": c.parse_error}
+                        {"name": c.name, "arguments": c.arguments, "parse_error": c.parse_error, "raw": c.raw}
                         for c in t.tool_calls
                     ],
+                    "tool_results": [{"name": r.name, "content": r.content, "error": r.error} for r in t.tool_results],
                     "tool_errors": [r.error for r in t.tool_results if r.error],
                     "oracle_action": t.oracle_action,
                     "replayed": t.replayed,
@@ -187,3 +189,26 @@ class Episode:
             "logprobs": [round(x, 5) for x in self.logprobs],
             "loss_mask": list(self.loss_mask),
         }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Episode:
+        """The episode `to_json` wrote (logprobs as rounded there; the skill card is not kept).
+        Lines written before turn texts and tool results were kept load with those empty."""
+        turns = tuple(
+            TurnRecord(
+                index=t["index"], start=t["span"][0], end=t["span"][1], text=t.get("text", ""),
+                tool_calls=tuple(ToolCall(c["name"], c["arguments"], c.get("raw", ""), c["parse_error"])
+                                 for c in t["tool_calls"]),
+                tool_results=tuple(ToolResult(r["name"], r["content"], r["error"]) for r in t.get("tool_results", ())),
+                request_index=t["request_index"], oracle_ok=t["oracle_ok"], reward=t["reward"],
+                finish_reason=t["finish_reason"], oracle_action=t.get("oracle_action"), replayed=t.get("replayed", False),
+            )
+            for t in obj["turns"]
+        )
+        return cls(
+            env_id=obj["env_id"], task_id=obj["task_id"], seed=obj["seed"], token_ids=tuple(obj["token_ids"]),
+            logprobs=tuple(obj["logprobs"]), loss_mask=tuple(obj["loss_mask"]), turns=turns,
+            messages=tuple(obj["messages"]), reward=obj["reward"], success=obj["success"],
+            stop_reason=StopReason(obj["stop_reason"]), request_success=tuple(obj["request_success"]),
+            error=obj["error"],
+        )

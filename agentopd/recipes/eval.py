@@ -72,6 +72,10 @@ class EvalConfig:
     """Where envs live and step: threads (this process) or ray (Ray actors; the ray extra)."""
     env_step_timeout: float = 300.0
     """Seconds an env step may take before its episode ends with stop reason error (0 = none)."""
+    resume: bool = False
+    """Continue the unfinished eval in `out`: its finished episodes are kept and only the rest are
+    played, with the same draws (the same tokens as one uninterrupted eval; a logprob may differ by
+    float noise, as the rows batched with it differ)."""
 
     @property
     def samples_per_task(self) -> int:
@@ -122,7 +126,10 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> tuple[dict[str,
     from agentopd.recipes.common import require_sandbox
 
     require_sandbox(cfg.sandbox)
+    t0 = time.time()
     out = Path(cfg.out) if cfg.out else None
+    if cfg.resume and out is None:
+        raise ValueError("--resume continues the eval in --out: give --out")
     if out is not None:  # before the rollouts: a bad path must not waste the evaluation
         if out.exists() and not out.is_dir():
             raise ValueError(f"--out {cfg.out} is a file: choose a directory")
@@ -141,7 +148,105 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> tuple[dict[str,
     ids = [t.id for t in tasks for _ in range(per)]
     seeds = [cfg.seed + i + j * len(tasks) for i in range(len(tasks)) for j in range(per)]
     make = functools.partial(make_env, cfg.env, split=cfg.split, **env_kw)  # plain values: a Ray pool pickles it
-    policy, tokenizer = _policy(cfg)
+    kept = _kept_episodes(cfg, out, {(ids[i], seeds[i]): i for i in range(len(ids))}) if out is not None else {}
+    todo = [i for i in range(len(ids)) if i not in kept]
+    policy, tokenizer = _policy(cfg) if todo else (None, None)
+    sink = _open_sink(cfg, out, kept) if out is not None else None  # once the model loaded: nothing to resume before
+    if todo:
+        episodes = _play(cfg, make, policy, tokenizer, ids, seeds, todo, kept, sink, console)
+    else:
+        episodes = [kept[i] for i in range(len(ids))]
+    summary = summarize(episodes)
+    summary["eval/samples_per_task"] = float(per)
+    summary["eval/pass@1"] = pass_at_k_by_task(episodes, 1)
+    summary[f"eval/pass@{cfg.k}"] = pass_at_k_by_task(episodes, cfg.k)
+    summary["eval/seconds"] = time.time() - t0  # this process's: a resumed eval's own part
+    if cfg.resume:
+        summary["eval/episodes_resumed"] = float(len(kept))
+    if out is not None and sink is not None:
+        sink.close()
+        tmp = out / (EPISODES + ".tmp")  # in eval order, replacing the file written as episodes ended
+        with tmp.open("w") as f:
+            for ep in episodes:
+                f.write(json.dumps(ep.to_json()) + "\n")
+        tmp.replace(out / EPISODES)
+        # per task (samples, successes): exact intervals and paired comparisons without the episodes
+        counts = {t: list(nc) for t, nc in task_counts(episodes).items()}
+        (out / "summary.json").write_text(json.dumps({"config": asdict(cfg), "metrics": summary, "tasks": counts},
+                                                     indent=2))
+    print_summary(console, cfg, summary, episodes)
+    return summary, episodes
+
+
+EPISODES = "episodes.jsonl"
+STATE = "eval_config.json"
+"""The config an unfinished eval in --out runs under, checked by --resume."""
+FREE = ("out", "resume", "batch_size", "env_pool", "env_step_timeout", "sandbox", "device")
+"""Config fields a resumed eval may change: they do not change which episodes it plays (draws are
+keyed by episode and turn, not by batch)."""
+
+
+def _kept_episodes(cfg: EvalConfig, out: Path, index: dict[tuple[str, int], int]) -> dict[int, Episode]:
+    """The finished episodes an eval in `out` left, by eval index (--resume); {} for a fresh eval.
+    An unfinished eval there is never overwritten without --resume."""
+    path, state = out / EPISODES, out / STATE
+    unfinished = state.exists() and not (out / "summary.json").exists()
+    if not cfg.resume:
+        if unfinished:
+            n = sum(1 for _ in path.open()) if path.exists() else 0
+            raise ValueError(f"--out {cfg.out} holds an unfinished eval ({n} episodes written): add --resume to "
+                             "continue it, or choose another --out")
+        return {}
+    if not state.exists():
+        if path.exists():
+            raise ValueError(f"--out {cfg.out} has {EPISODES} but no {STATE} (an eval that --resume cannot "
+                             "check): choose another --out, or remove them")
+        return {}
+    try:
+        saved = json.loads(state.read_text())
+    except ValueError:
+        raise ValueError(f"{state} is not valid JSON: remove it to start the eval afresh") from None
+    now = asdict(cfg)
+    differ = sorted(k for k in now if k not in FREE and saved.get(k) != now[k])
+    if differ:
+        was = ", ".join(f"{k}={saved.get(k)!r} (now {now[k]!r})" for k in differ)
+        raise ValueError(f"--resume: the eval in --out {cfg.out} ran with {was}; use the same options, "
+                         "or another --out")
+    kept: dict[int, Episode] = {}
+    for line in path.open() if path.exists() else ():
+        try:
+            ep = Episode.from_json(json.loads(line))
+        except (ValueError, KeyError, TypeError):
+            continue  # the line a kill cut short
+        i = index.get((ep.task_id, ep.seed))
+        if i is None:
+            raise ValueError(f"--resume: {path} holds an episode of task {ep.task_id} seed {ep.seed}, which "
+                             "this eval does not play: use another --out")
+        kept[i] = ep
+    return kept
+
+
+def _open_sink(cfg: EvalConfig, out: Path, kept: dict[int, Episode]):
+    """episodes.jsonl, rewritten with the kept episodes (dropping a line cut short), open to append."""
+    (out / "summary.json").unlink(missing_ok=True)
+    (out / STATE).write_text(json.dumps(asdict(cfg), indent=2))
+    f = (out / EPISODES).open("w")
+    for i in sorted(kept):
+        f.write(json.dumps(kept[i].to_json()) + "\n")
+    f.flush()
+    return f
+
+
+def _append(f, ep: Episode) -> None:
+    """One finished episode, on disk before the next one ends."""
+    f.write(json.dumps(ep.to_json()) + "\n")
+    f.flush()
+
+
+def _play(cfg: EvalConfig, make, policy, tokenizer, ids: list[str], seeds: list[int], todo: list[int],
+          kept: dict[int, Episode], sink, console: Console) -> list[Episode]:
+    """Play the episodes `todo` (eval indices), append each to `sink` as it ends; all, in eval order."""
+    per = cfg.samples_per_task
     renderer = cached_renderer(tokenizer if tokenizer is not None else policy.tokenizer, cfg.renderer)  # type: ignore[union-attr]
     if hasattr(policy, "stop_token_ids"):  # the format's ends of turn (Llama's <|eom_id|>), not only the eos
         policy.stop_token_ids = sorted(set(policy.stop_token_ids) | set(renderer.stop_token_ids))
@@ -149,8 +254,7 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> tuple[dict[str,
                          max_context_tokens=cfg.max_context_tokens, continuous=cfg.continuous_batching,
                          stop_repeats=cfg.stop_repeats, renderer=cfg.renderer, env_pool=cfg.env_pool,
                          env_step_timeout_s=cfg.env_step_timeout)
-    t0 = time.time()
-    episodes: list[Episode] = []
+    done = dict(kept)
     # One run_episodes call plays up to OPEN_ENVS episodes: the sampler keeps batch_size rows live
     # and admits a waiting turn whenever a row finishes, so no batch waits for its slowest episode
     # (chunks of batch_size did, and the last chunk ran nearly empty). The calls only bound how many
@@ -158,36 +262,23 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> tuple[dict[str,
     # the episodes do not depend on batch_size or on the calls, and a task's copies differ.
     span = max(cfg.batch_size, OPEN_ENVS)
     # One env pool for every call: Ray actors start once.
-    pool = make_env_pool(rcfg.env_pool, rcfg.env_workers, rcfg.env_step_timeout_s, min(cfg.batch_size, len(ids)))
+    pool = make_env_pool(rcfg.env_pool, rcfg.env_workers, rcfg.env_step_timeout_s, min(cfg.batch_size, len(todo)))
     with pool, Progress(TextColumn("[bold]eval[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=console, transient=False) as bar:
-        job = bar.add_task(f"{cfg.env} {cfg.model}" + (f" x{per} samples" if per > 1 else ""), total=len(ids))
-        for c in range(0, len(ids), span):
-            part = slice(c, c + span)
-            done_before = len(episodes)
-            n_part = len(ids[part])
+        job = bar.add_task(f"{cfg.env} {cfg.model}" + (f" x{per} samples" if per > 1 else ""), total=len(ids),
+                           completed=len(kept))
+        for c in range(0, len(todo), span):
+            part = todo[c:c + span]
 
-            def progress(turn: int, live: int, base=done_before, n=n_part) -> None:
-                bar.update(job, completed=base + n - live)
+            def ended(j: int, ep: Episode, part=part) -> None:
+                done[part[j]] = ep
+                if sink is not None:
+                    _append(sink, ep)
+                bar.update(job, completed=len(done))
 
-            episodes += run_episodes(make, policy, ids[part], seeds[part], rcfg, cfg.env, progress, tokenizer,
-                                     keys=list(range(c, c + n_part)), pool=pool)
-            bar.update(job, completed=len(episodes))
-    summary = summarize(episodes)
-    summary["eval/samples_per_task"] = float(per)
-    summary["eval/pass@1"] = pass_at_k_by_task(episodes, 1)
-    summary[f"eval/pass@{cfg.k}"] = pass_at_k_by_task(episodes, cfg.k)
-    summary["eval/seconds"] = time.time() - t0
-    if out is not None:
-        with (out / "episodes.jsonl").open("w") as f:
-            for ep in episodes:
-                f.write(json.dumps(ep.to_json()) + "\n")
-        # per task (samples, successes): exact intervals and paired comparisons without the episodes
-        counts = {t: list(nc) for t, nc in task_counts(episodes).items()}
-        (out / "summary.json").write_text(json.dumps({"config": asdict(cfg), "metrics": summary, "tasks": counts},
-                                                     indent=2))
-    print_summary(console, cfg, summary, episodes)
-    return summary, episodes
+            run_episodes(make, policy, [ids[i] for i in part], [seeds[i] for i in part], rcfg, cfg.env, None,
+                         tokenizer, keys=part, pool=pool, on_episode=ended)
+    return [done[i] for i in range(len(ids))]
 
 
 def _policy(cfg: EvalConfig) -> tuple[Policy, object]:

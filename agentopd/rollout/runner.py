@@ -104,6 +104,7 @@ def run_episodes(
     replay: Sequence[int] | None = None,
     keys: Sequence[int] | None = None,
     pool: EnvPool | None = None,
+    on_episode: Callable[[int, Episode], None] | None = None,
 ) -> list[Episode]:
     """Roll out one episode per (task, seed) with `policy`. A message policy needs the student's
     `tokenizer` to render its turns. `on_turn(turns done, episodes live)` runs after each env step
@@ -112,7 +113,8 @@ def run_episodes(
     open env pool to play in (left open); default: one from `cfg` for this call. Never raises
     for env/tool failures (a step that raises or runs past the pool's time limit): such episodes
     end with ``StopReason.ERROR`` and the error text; an env that breaks the `TurnInfo` contract
-    raises."""
+    raises. `on_episode(i, episode)` runs once per episode, as soon as episode i has ended (an eval
+    writes it then: a killed eval keeps what finished)."""
     is_message = isinstance(policy, MessagePolicy)
     if is_message and tokenizer is None:
         raise ValueError("a message policy needs the student's tokenizer to render its turns")
@@ -126,6 +128,10 @@ def run_episodes(
     if pool is None:
         pool = make_env_pool(cfg.env_pool, cfg.env_workers, cfg.env_step_timeout_s, len(tasks))
     envs: list[EnvHandle] = []
+    ended: dict[int, Episode] = {}
+    if on_episode is not None:
+        report = _reporter(live, ended, on_episode, env_id)
+        on_turn = _then(report, on_turn)
     try:
         for i, (task, seed) in enumerate(zip(tasks, seeds, strict=True)):
             envs.append(pool.make(make_env))
@@ -143,7 +149,30 @@ def run_episodes(
         finally:
             if own:
                 pool.close()
-    return [_finish(ep, env_id) for ep in live]
+    if on_episode is not None:
+        report()  # episodes that never sampled (no turn fit the context) end here
+    return [ended.get(i) or _finish(ep, env_id) for i, ep in enumerate(live)]
+
+
+def _reporter(live: list[_Live], ended: dict[int, Episode], on_episode: Callable[[int, Episode], None],
+              env_id: str) -> Callable[[], None]:
+    """Hands every newly ended episode to `on_episode`, once."""
+    def report() -> None:
+        for i, ep in enumerate(live):
+            if ep.stop is not None and i not in ended:
+                ended[i] = _finish(ep, env_id)
+                on_episode(i, ended[i])
+    return report
+
+
+def _then(first: Callable[[], None], on_turn: Callable[[int, int], None] | None) -> Callable[[int, int], None]:
+    """An on_turn hook that runs `first` before `on_turn`: both play loops call it after each env
+    step, which is where episodes end."""
+    def hook(turns: int, n_live: int) -> None:
+        first()
+        if on_turn is not None:
+            on_turn(turns, n_live)
+    return hook
 
 
 def _key(i: int, turn: int) -> int:

@@ -10,7 +10,9 @@
 # Usage: bash benchmarks/objective_families.sh [ENV] [SEED] [METHODS]
 #   (also akl_top20: AKL on the teacher's top-20 logprobs plus a tail bucket, as a served teacher gives them)
 # Sizes as in agentic_methods.sh: STEPS (8) x EPISODES (8) at LR (5e-5), MAX_NEW (64), MAX_TURNS (6),
-# EVAL_N (100), PASSK (8; 0 skips pass@K), DTYPE (float32: as agentic_methods.sh, whose committed models it reuses). Rerunning continues where it stopped.
+# EVAL_N (100), PASSK (8; 0 skips pass@K), DTYPE (float32: as agentic_methods.sh, whose committed models it reuses);
+# TEACHER_STEPS (20) and WARM_STEPS (5) name those models' checkpoints (set them as the agentic run did,
+# e.g. TEACHER_STEPS=40 MAX_NEW=112 DTYPE=bfloat16 for sql). Rerunning continues where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ENV=${1:-agentopd/Calc-v0}
@@ -21,7 +23,7 @@ MAX_NEW=${MAX_NEW:-64}; MAX_TURNS=${MAX_TURNS:-6}; EVAL_N=${EVAL_N:-100}; PASSK=
 name=$(echo "$ENV" | sed 's#agentopd/##; s#-v0##' | tr 'A-Z' 'a-z')
 src=benchmarks/out/agentic_methods/$name
 root=benchmarks/out/objective_families/$name
-T=$src/teacher/step_20; W=$src/warm/step_5
+T=$src/teacher/step_${TEACHER_STEPS:-20}; W=$src/warm/step_${WARM_STEPS:-5}
 models() {  # the agentic benchmark's teacher and warm student (remade there when missing)
   [ -f "$T/config.json" ] && [ -f "$W/config.json" ] || PASSK=0 DTYPE=$DTYPE bash benchmarks/agentic_methods.sh "$ENV" 0 models
 }

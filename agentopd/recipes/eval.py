@@ -167,8 +167,7 @@ def run_eval(cfg: EvalConfig, console: Console | None = None) -> tuple[dict[str,
         sink.close()
         tmp = out / (EPISODES + ".tmp")  # in eval order, replacing the file written as episodes ended
         with tmp.open("w") as f:
-            for ep in episodes:
-                f.write(json.dumps(ep.to_json()) + "\n")
+            f.writelines(map(_line, episodes))
         tmp.replace(out / EPISODES)
         # per task (samples, successes): exact intervals and paired comparisons without the episodes
         counts = {t: list(nc) for t, nc in task_counts(episodes).items()}
@@ -231,15 +230,18 @@ def _open_sink(cfg: EvalConfig, out: Path, kept: dict[int, Episode]):
     (out / "summary.json").unlink(missing_ok=True)
     (out / STATE).write_text(json.dumps(asdict(cfg), indent=2))
     f = (out / EPISODES).open("w")
-    for i in sorted(kept):
-        f.write(json.dumps(kept[i].to_json()) + "\n")
+    f.writelines(_line(kept[i]) for i in sorted(kept))
     f.flush()
     return f
 
 
+def _line(ep: Episode) -> str:
+    return json.dumps(ep.to_json()) + "\n"
+
+
 def _append(f, ep: Episode) -> None:
     """One finished episode, on disk before the next one ends."""
-    f.write(json.dumps(ep.to_json()) + "\n")
+    f.write(_line(ep))
     f.flush()
 
 

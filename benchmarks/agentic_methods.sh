@@ -23,7 +23,8 @@
 # CURRICULUM_EVERY (2); KL_THRESHOLD (0.2); DTYPE (float32): every train and eval runs in it. The
 # committed results were made in float32 (what `--dtype auto` resolves to on a CPU without bf16
 # units); auto on a CPU with them trains in bf16 and gives another teacher, so a remade model
-# would not match the committed evals.
+# would not match the committed evals. TAG: write under benchmarks/out/agentic_methods/<env>-TAG
+# instead (another regime beside the committed one, e.g. TAG=t80 for an 80-step teacher).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ENV=${1:-agentopd/Calc-v0}
@@ -35,7 +36,7 @@ STEPS=${STEPS:-8}; EPISODES=${EPISODES:-8}; LR=${LR:-5e-5}
 MAX_NEW=${MAX_NEW:-64}; MAX_TURNS=${MAX_TURNS:-6}; EVAL_N=${EVAL_N:-100}; PASSK=${PASSK:-4}
 DTYPE=${DTYPE:-float32}; GKD_BETA=${GKD_BETA:-0.1}; CURRICULUM_EVERY=${CURRICULUM_EVERY:-2}; KL_THRESHOLD=${KL_THRESHOLD:-0.2}
 name=$(echo "$ENV" | sed 's#agentopd/##; s#-v0##' | tr 'A-Z' 'a-z')
-root=benchmarks/out/agentic_methods/$name
+root=benchmarks/out/agentic_methods/$name${TAG:+-$TAG}
 mkdir -p "$root"
 A=".venv/bin/agentopd"
 COMMON="--env $ENV --max-new-tokens $MAX_NEW --keep-checkpoints 1 --eval-every 0 --no-eval-at-start --warm-start-steps 0 --dtype $DTYPE"

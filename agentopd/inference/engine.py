@@ -251,32 +251,41 @@ class DecodeEngine:
         # computes in fp32 and returns the input's dtype: the same bits as an explicit round trip)
         return F.rms_norm(x, w.shape, None, self.eps) * w
 
-    def _layers(self, ids: torch.Tensor, pos: torch.Tensor, slots: torch.Tensor, cols: torch.Tensor,
+    def _layers(self, ids: torch.Tensor, pos: torch.Tensor, slots: torch.Tensor | slice, cols: torch.Tensor | int,
                 attend) -> torch.Tensor:
         """Run every layer over tokens `ids` (T,) at positions `pos` (T,), writing their keys and
-        values to (slot, column); `attend(layer, q (T, Hq, D))` -> (T, Hq * D).
+        values to (slot, column) (index tensors, or a slice of slots and one column);
+        `attend(layer, q (T, Hq, D))` -> (T, Hq * D).
         Returns the final-normed hidden states (T, hidden)."""
         T = ids.shape[0]
         H, Hk, D = self.n_heads, self.n_kv, self.head_dim
         x = F.embedding(ids, self.embed)
         cos, sin = self.model.model.rotary_emb(x, pos[None])
-        cos, sin = cos[0, :, None, :], sin[0, :, None, :]  # (T, 1, D)
         half = D // 2
+        # rotate_half(t) * sin == roll(t, half) * [-sin_lo, sin_hi]: one roll instead of two
+        # slices, a negation and a cat (the same bits: negation is exact)
+        cos, sin = cos[0, :, None, :], torch.cat((-sin[0, :, :half], sin[0, :, half:]), -1)[:, None, :]  # (T, 1, D)
 
         def rope(t):
-            return t * cos + torch.cat((-t[..., half:], t[..., :half]), -1) * sin
+            return t * cos + t.roll(half, -1) * sin
 
         for li, (ln1, qkv_, o_, qn, kn, ln2, gu_, d_) in enumerate(self.wide):
             h = self._rms(x, ln1)
-            if len(qkv_) == 1:  # fused: one matmul, then views
+            if len(qkv_) == 1 and qn is None:  # fused: one matmul, one rope over q and k together
                 qkv = qkv_[0](h)
-                q, k = qkv[:, : H * D].view(T, H, D), qkv[:, H * D : (H + Hk) * D].view(T, Hk, D)
+                qk = rope(qkv[:, : (H + Hk) * D].view(T, H + Hk, D))
+                q, k = qk[:, :H], qk[:, H:]
                 v = qkv[:, (H + Hk) * D :].view(T, Hk, D)
             else:
-                q, k, v = (f(h).view(T, -1, D) for f in qkv_)
-            if qn is not None:
-                q, k = self._rms(q, qn), self._rms(k, kn)
-            q, k = rope(q), rope(k)
+                if len(qkv_) == 1:
+                    qkv = qkv_[0](h)
+                    q, k = qkv[:, : H * D].view(T, H, D), qkv[:, H * D : (H + Hk) * D].view(T, Hk, D)
+                    v = qkv[:, (H + Hk) * D :].view(T, Hk, D)
+                else:
+                    q, k, v = (f(h).view(T, -1, D) for f in qkv_)
+                if qn is not None:
+                    q, k = self._rms(q, qn), self._rms(k, kn)
+                q, k = rope(q), rope(k)
             self.k[li][slots, :, cols] = k
             self.v[li][slots, :, cols] = v
             x = x + o_(attend(li, q))
@@ -322,6 +331,7 @@ class DecodeEngine:
         cols = int(max(self.lens)) + 1
         self.reserve(n, cols)
         mask = (torch.arange(cols, device=dev)[None, :] <= lens[:, None])[:, None, None, :]  # (n, 1, 1, L)
+        full = min(self.lens) == cols - 1  # every row fills every column (batch 1): no mask to apply
         G = self.n_heads // self.n_kv
         cascade = any(self.off)
         if cascade:
@@ -336,11 +346,14 @@ class DecodeEngine:
                     qq, k, v, attn_mask=fmask, scale=self.scale)
                 o = self._with_prefix(li, qq, o, lse, skip)
             else:
-                o = F.scaled_dot_product_attention(qq, k, v, attn_mask=mask, scale=self.scale)
+                o = F.scaled_dot_product_attention(qq, k, v, attn_mask=None if full else mask, scale=self.scale)
             return o.reshape(n, self.n_heads * self.head_dim)
 
         pos = lens + torch.tensor(self.off, device=dev) if cascade else lens
-        x = self._layers(torch.tensor(list(tokens), device=dev), pos, torch.arange(n, device=dev), lens, attend)
+        # the new keys go to (slot i, column lens[i]); when every row is at one column, a plain
+        # slice write instead of an indexed one
+        where = (slice(0, n), cols - 1) if full else (torch.arange(n, device=dev), lens)
+        x = self._layers(torch.tensor(list(tokens), device=dev), pos, *where, attend)
         self.lens = [n_ + 1 for n_ in self.lens]
         return self._logits(x)
 

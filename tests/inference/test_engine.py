@@ -107,6 +107,32 @@ def test_rows_joining_a_running_batch(tiny_model, tokenizer):
     _assert_same([got[k] for k in keys], ref)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rows_at_one_column_decode_unmasked_as_the_reference(tiny_model, tokenizer, dtype, monkeypatch):
+    """Batch 1, and rows whose prompts have one length, decode without a mask and write their
+    keys by slice: the same draws as the reference."""
+    import agentopd.inference.engine as engine_mod
+
+    masks = []
+    sdpa = engine_mod.F.scaled_dot_product_attention
+
+    def spy(*a, **kw):
+        if "enable_gqa" not in kw:  # a decode step (prefills pass enable_gqa)
+            masks.append(kw.get("attn_mask"))
+        return sdpa(*a, **kw)
+
+    monkeypatch.setattr(engine_mod.F, "scaled_dot_product_attention", spy)
+    model = copy.deepcopy(tiny_model).to(dtype)
+    ref_model = _bf16_ref(model) if dtype == torch.bfloat16 else model
+    params = SamplingParams(max_new_tokens=10, temperature=1.0, seed=4)
+    for prompts in ([tokenizer.encode("2 + 2 =")], [list(range(100 + 20 * i, 109 + 20 * i)) for i in range(3)]):
+        ref = reference_samples(ref_model, prompts, params, stop_token_ids=[])
+        pol = HFPolicy(model, tokenizer, engine="engine")
+        pol.stop_token_ids = []
+        _assert_close(pol.sample(prompts, params), ref, dtype)
+    assert masks and all(m is None for m in masks)
+
+
 def test_prefix_cache_hits_sample_as_the_reference(tiny_model, tokenizer):
     """A second turn extends the first (stored KV reused), and a shared prefix is computed once."""
     head = tokenizer.encode("System: you are a careful agent with tools. " * 3)

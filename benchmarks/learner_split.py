@@ -15,9 +15,8 @@ from pathlib import Path
 import agentopd  # noqa: F401  (sets OMP_WAIT_POLICY before torch)
 
 sys.path.insert(0, str(Path(__file__).parent))
-from token_path import prompts  # noqa: E402
-
 import torch  # noqa: E402
+from token_path import prompts  # noqa: E402
 
 import agentopd.training.learner as learner_mod  # noqa: E402
 from agentopd.core.rows import TrainRow  # noqa: E402

@@ -12,7 +12,8 @@
 # Sizes as in agentic_methods.sh: STEPS (8) x EPISODES (8) at LR (5e-5), MAX_NEW (64), MAX_TURNS (6),
 # EVAL_N (100), PASSK (8; 0 skips pass@K), DTYPE (float32: as agentic_methods.sh, whose committed models it reuses);
 # TEACHER_STEPS (20) and WARM_STEPS (5) name those models' checkpoints (set them as the agentic run did,
-# e.g. TEACHER_STEPS=40 MAX_NEW=112 DTYPE=bfloat16 for sql). Rerunning continues where it stopped.
+# e.g. TEACHER_STEPS=80 MAX_NEW=112 DTYPE=bfloat16 TAG=t80 for sql; TAG as in agentic_methods.sh).
+# Rerunning continues where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ENV=${1:-agentopd/Calc-v0}
@@ -21,8 +22,8 @@ METHODS=${3:-"akl todi gopd eopd tip50 tip20 sdpo"}
 STEPS=${STEPS:-8}; EPISODES=${EPISODES:-8}; LR=${LR:-5e-5}
 MAX_NEW=${MAX_NEW:-64}; MAX_TURNS=${MAX_TURNS:-6}; EVAL_N=${EVAL_N:-100}; PASSK=${PASSK:-8}; DTYPE=${DTYPE:-float32}
 name=$(echo "$ENV" | sed 's#agentopd/##; s#-v0##' | tr 'A-Z' 'a-z')
-src=benchmarks/out/agentic_methods/$name
-root=benchmarks/out/objective_families/$name
+src=benchmarks/out/agentic_methods/$name${TAG:+-$TAG}
+root=benchmarks/out/objective_families/$name${TAG:+-$TAG}
 T=$src/teacher/step_${TEACHER_STEPS:-20}; W=$src/warm/step_${WARM_STEPS:-5}
 models() {  # the agentic benchmark's teacher and warm student (remade there when missing)
   [ -f "$T/config.json" ] && [ -f "$W/config.json" ] || PASSK=0 DTYPE=$DTYPE bash benchmarks/agentic_methods.sh "$ENV" 0 models
@@ -42,7 +43,7 @@ evaluate() {  # greedy pass@1, then pass@K at temperature 1
 }
 for m in ${LINKED-reverse_kl_pg gkd}; do  # (LINKED: which of the two) the agentic benchmark's runs of these two, with pass@K added there
   PASSK=$PASSK DTYPE=$DTYPE bash benchmarks/agentic_methods.sh "$ENV" "$seed" "$m"
-  [ -e "$root/$m-seed$seed" ] || ln -s "../../agentic_methods/$name/$m-seed$seed" "$root/$m-seed$seed"
+  [ -e "$root/$m-seed$seed" ] || ln -s "../../agentic_methods/$name${TAG:+-$TAG}/$m-seed$seed" "$root/$m-seed$seed"
 done
 for method in $METHODS; do
   out="$root/$method-seed$seed"

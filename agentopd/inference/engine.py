@@ -352,8 +352,9 @@ class DecodeEngine:
         pos = lens + torch.tensor(self.off, device=dev) if cascade else lens
         # the new keys go to (slot i, column lens[i]); when every row is at one column, a plain
         # slice write instead of an indexed one
-        where = (slice(0, n), cols - 1) if full else (torch.arange(n, device=dev), lens)
-        x = self._layers(torch.tensor(list(tokens), device=dev), pos, *where, attend)
+        slots: torch.Tensor | slice = slice(0, n) if full else torch.arange(n, device=dev)
+        col: torch.Tensor | int = cols - 1 if full else lens
+        x = self._layers(torch.tensor(list(tokens), device=dev), pos, slots, col, attend)
         self.lens = [n_ + 1 for n_ in self.lens]
         return self._logits(x)
 

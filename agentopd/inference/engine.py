@@ -271,21 +271,16 @@ class DecodeEngine:
 
         for li, (ln1, qkv_, o_, qn, kn, ln2, gu_, d_) in enumerate(self.wide):
             h = self._rms(x, ln1)
-            if len(qkv_) == 1 and qn is None:  # fused: one matmul, one rope over q and k together
+            # q and k side by side as (T, H + Hk, D), so one RoPE covers both
+            if len(qkv_) == 1:  # fused: one matmul, then views
                 qkv = qkv_[0](h)
-                qk = rope(qkv[:, : (H + Hk) * D].view(T, H + Hk, D))
-                q, k = qk[:, :H], qk[:, H:]
-                v = qkv[:, (H + Hk) * D :].view(T, Hk, D)
+                qk, v = qkv[:, : (H + Hk) * D].view(T, H + Hk, D), qkv[:, (H + Hk) * D :].view(T, Hk, D)
             else:
-                if len(qkv_) == 1:
-                    qkv = qkv_[0](h)
-                    q, k = qkv[:, : H * D].view(T, H, D), qkv[:, H * D : (H + Hk) * D].view(T, Hk, D)
-                    v = qkv[:, (H + Hk) * D :].view(T, Hk, D)
-                else:
-                    q, k, v = (f(h).view(T, -1, D) for f in qkv_)
-                if qn is not None:
-                    q, k = self._rms(q, qn), self._rms(k, kn)
-                q, k = rope(q), rope(k)
+                qk, v = torch.cat([f(h).view(T, -1, D) for f in qkv_[:2]], 1), qkv_[2](h).view(T, Hk, D)
+            if qn is not None:  # per-head q/k norms (Qwen3), before RoPE
+                qk = torch.cat((self._rms(qk[:, :H], qn), self._rms(qk[:, H:], kn)), 1)
+            qk = rope(qk)
+            q, k = qk[:, :H], qk[:, H:]
             self.k[li][slots, :, cols] = k
             self.v[li][slots, :, cols] = v
             x = x + o_(attend(li, q))

@@ -23,12 +23,16 @@ torch.compile's CPU backend emits for a linear): measured on a 2-core EPYC it st
 RESULTS.md, issue 10). Elsewhere (a GPU) `linear` runs over the model's own tensors, or over
 fused copies where the compute dtype differs from the weights'. Copies are rebuilt whenever a
 parameter's version counter moves (an optimizer step, a checkpoint load): the engine never
-samples from stale weights. Supported: Llama, Mistral (without a sliding window), Qwen2, Qwen3; `unsupported(model)`
+samples from stale weights. At one row in bf16 on a CPU with bf16 units, the linears instead
+run ATen's own matrix-vector kernel over (out, in) copies (oneDNN switched off for that decode
+step: it streams bf16 weights at 29 GB/s there against oneDNN's 14-19; see `one_row_gemv`).
+Supported: Llama, Mistral (without a sliding window), Qwen2, Qwen3; `unsupported(model)`
 says why not, and `HFPolicy` then uses transformers' forward.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -70,15 +74,31 @@ def can_pack(device: torch.device) -> bool:
             and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
 
 
+def one_row_gemv(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether one-row decode steps run their linears through ATen's matrix-vector kernel (oneDNN
+    off) over (out, in) copies: bf16 on a CPU with native bf16 units. Measured on a 2-core EPYC
+    with avx512_bf16, all of SmolLM2-135M's linears at one row: 29 GB/s against 19 GB/s over
+    oneDNN-packed weights and 14 GB/s through oneDNN's `linear`; at 2 rows the two tie and from 8
+    rows oneDNN is far faster, and in fp32 both paths reach MKL's 12 GB/s (RESULTS.md, issue 10)."""
+    from agentopd.inference.dtypes import cpu_bf16_units
+
+    return (device.type == "cpu" and dtype == torch.bfloat16 and bool(cpu_bf16_units())
+            and hasattr(torch._C, "_set_mkldnn_enabled"))
+
+
 @dataclass(frozen=True, slots=True)
 class _Linear:
-    """``x (T, in) -> x w^T + b``: over a oneDNN-packed weight (`packed`) or an (out, in) tensor."""
+    """``x (T, in) -> x w^T + b``: over a oneDNN-packed weight (`packed`) or an (out, in) tensor;
+    `one`, if set, is the (out, in) weight a single row uses while oneDNN is switched off."""
 
     w: torch.Tensor
     b: torch.Tensor | None
     packed: bool
+    one: torch.Tensor | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.one is not None and x.shape[0] == 1 and not torch._C._get_mkldnn_enabled():
+            return F.linear(x, self.one, self.b)
         if self.packed:
             return torch.ops.mkldnn._linear_pointwise(x, self.w, self.b, "none", [], "")
         return F.linear(x, self.w, self.b)
@@ -107,6 +127,8 @@ class DecodeEngine:
         self.scale = self.head_dim ** -0.5
         self.n_layers = cfg.num_hidden_layers
         self.packed = can_pack(self.device)
+        self.gemv = self.packed and one_row_gemv(self.device, self.dtype)
+        """One-row decode steps switch oneDNN off and use the (out, in) copies (`one_row_gemv`)."""
         self._version = -1
         self.k: list[torch.Tensor] = []
         self.v: list[torch.Tensor] = []
@@ -149,7 +171,11 @@ class DecodeEngine:
             if any(mod.bias is not None for mod in mods):
                 b = torch.cat([mod.bias.detach() if mod.bias is not None else mod.weight.new_zeros(mod.weight.shape[0])
                                for mod in mods]).to(dt)
-            return _Linear(torch.ops.mkldnn._reorder_linear_weight(w, PACK_ROWS) if pack else w, b, pack)
+            # the one-row weight: the parameter itself where it already is (out, in) in dt, else w
+            one = None
+            if self.gemv:
+                one = mods[0].weight.detach() if len(mods) == 1 and mods[0].weight.dtype == dt else w
+            return _Linear(torch.ops.mkldnn._reorder_linear_weight(w, PACK_ROWS) if pack else w, b, pack, one)
 
         def lins(*mods) -> tuple[_Linear, ...]:
             return (linear(*mods),) if fuse else tuple(linear(mod) for mod in mods)
@@ -349,9 +375,20 @@ class DecodeEngine:
         # slice write instead of an indexed one
         slots: torch.Tensor | slice = slice(0, n) if full else torch.arange(n, device=dev)
         col: torch.Tensor | int = cols - 1 if full else lens
-        x = self._layers(torch.tensor(list(tokens), device=dev), pos, slots, col, attend)
+        # oneDNN's switch is process-wide: flipped only on the main thread, since another thread
+        # (the overlapped rollouts' one) may sample while the main thread trains, never the reverse
+        gemv = n == 1 and self.gemv and threading.current_thread() is threading.main_thread()
+        was = torch._C._get_mkldnn_enabled()
+        if gemv:
+            torch._C._set_mkldnn_enabled(False)
+        try:
+            x = self._layers(torch.tensor(list(tokens), device=dev), pos, slots, col, attend)
+            logits = self._logits(x)
+        finally:
+            if gemv:
+                torch._C._set_mkldnn_enabled(was)
         self.lens = [n_ + 1 for n_ in self.lens]
-        return self._logits(x)
+        return logits
 
     @torch.no_grad()
     def prefill(self, rows: Sequence[tuple[Sequence[int], int, list | None, bool]]) -> torch.Tensor:

@@ -133,6 +133,47 @@ def test_rows_at_one_column_decode_unmasked_as_the_reference(tiny_model, tokeniz
     assert masks and all(m is None for m in masks)
 
 
+@pytest.mark.parametrize("weights", [torch.float32, torch.bfloat16])
+def test_one_row_bf16_decode_through_aten_gemv(tiny_model, tokenizer, weights, monkeypatch):
+    """One-row bf16 decode steps run the linears over (out, in) copies with oneDNN off (forced on
+    here, whatever the CPU): the reference's draws, oneDNN switched back on after every step, and
+    the packed path kept off the main thread (oneDNN's switch is process-wide)."""
+    import threading
+
+    import agentopd.inference.engine as engine_mod
+
+    if not engine_mod.can_pack(torch.device("cpu")):
+        pytest.skip("this torch build has no oneDNN")
+    monkeypatch.setattr(engine_mod, "one_row_gemv", lambda device, dtype: dtype == torch.bfloat16)
+    one_row = []
+    linear = engine_mod.F.linear
+
+    def spy(x, w, b=None):
+        one_row.append((x.shape[0], torch._C._get_mkldnn_enabled()))
+        return linear(x, w, b)
+
+    monkeypatch.setattr(engine_mod.F, "linear", spy)
+    model = copy.deepcopy(tiny_model).to(weights)
+    params = SamplingParams(max_new_tokens=10, temperature=1.0, seed=6)
+    prompts = [tokenizer.encode("2 + 2 =")]
+    pol = HFPolicy(model, tokenizer, engine="engine", dtype=torch.bfloat16)
+    pol.stop_token_ids = []
+    got = pol.sample(prompts, params)
+    assert pol._engine is not None and pol._engine.gemv
+    assert torch._C._get_mkldnn_enabled()
+    # every decode step's linears (and only theirs: prefill is packed) went through the copies
+    n_lin = 1 + 4 * tiny_model.config.num_hidden_layers  # lm head + fused qkv, o, fused gate/up, down
+    assert one_row == [(1, False)] * (n_lin * (params.max_new_tokens - 1))
+    ref = reference_samples(_bf16_ref(model), prompts, params, stop_token_ids=[])
+    _assert_close(got, ref, torch.bfloat16)
+    one_row.clear()
+    out = []
+    t = threading.Thread(target=lambda: out.append(pol.sample(prompts, params)))
+    t.start()
+    t.join()
+    assert one_row == [] and out[0][0].token_ids == got[0].token_ids
+
+
 def test_prefix_cache_hits_sample_as_the_reference(tiny_model, tokenizer):
     """A second turn extends the first (stored KV reused), and a shared prefix is computed once."""
     head = tokenizer.encode("System: you are a careful agent with tools. " * 3)

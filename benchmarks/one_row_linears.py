@@ -9,22 +9,21 @@ and fp32, and how far ATen's output is from oneDNN's.
 Usage: .venv/bin/python benchmarks/one_row_linears.py   (alone on the cores)
 """
 
-import time
+import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).parent))
+from token_path import timed  # noqa: E402
 
 H, FF, L = 576, 1536, 30
 SHAPES = [(H + 2 * 192, H), (H, H), (2 * FF, H), (H, FF)]
 
 
 def best(f, reps=5) -> float:
-    b = 1e9
-    for _ in range(reps):
-        t = time.perf_counter()
-        f()
-        b = min(b, time.perf_counter() - t)
-    return b
+    return timed(f, reps)
 
 
 def main() -> None:

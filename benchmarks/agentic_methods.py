@@ -18,7 +18,8 @@ from functools import lru_cache
 from pathlib import Path
 
 METHODS = ("sft", "reverse_kl_pg", "reverse_kl_pg_tau2", "gkd", "dagger", "tcod_f2b", "tcod_b2f", "tcod_kl", "skill_sd",
-           "cold_reverse_kl_pg", "akl", "akl_top20", "todi", "gopd", "eopd", "tip50", "tip20", "sdpo")
+           "cold_reverse_kl_pg", "akl", "akl_top20", "todi", "todi_top20", "gkd_top20", "gopd", "eopd", "tip50", "tip20",
+           "sdpo")
 """Known methods, in table order (others found under ROOT follow, by name)."""
 REFS = ("base", "warm", "teacher")
 BASELINES = ("sft", "reverse_kl_pg")

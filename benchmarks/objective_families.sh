@@ -8,7 +8,8 @@
 # whose checkpoint is gone (checkpoints are not committed) with the same seed and config.
 #
 # Usage: bash benchmarks/objective_families.sh [ENV] [SEED] [METHODS]
-#   (also akl_top20: AKL on the teacher's top-20 logprobs plus a tail bucket, as a served teacher gives them)
+#   (also akl_top20, todi_top20, gkd_top20: the objective on the teacher's top-20 logprobs plus a tail bucket,
+#   as a served teacher gives them)
 # Sizes as in agentic_methods.sh: STEPS (8) x EPISODES (8) at LR (5e-5), MAX_NEW (64), MAX_TURNS (6),
 # EVAL_N (100), PASSK (8; 0 skips pass@K), DTYPE (float32: as agentic_methods.sh, whose committed models it reuses);
 # TEACHER_STEPS (20) and WARM_STEPS (5) name those models' checkpoints (set them as the agentic run did,
@@ -51,6 +52,8 @@ for method in $METHODS; do
   case $method in
     akl) loss=akl ;;
     akl_top20) loss=akl; extra="--gkd-topk 20" ;;  # a served teacher's view: its top-20 logprobs + a tail bucket
+    todi_top20) loss=todi; extra="--gkd-topk 20" ;;
+    gkd_top20) loss=gkd; extra="--gkd-topk 20 --gkd-beta ${GKD_BETA:-0.1}" ;;  # beta as the agentic benchmark's gkd
     todi) loss=todi ;;
     gopd) loss=gopd; extra="--gopd-lambda 1.25" ;;
     eopd) loss=eopd ;;

@@ -253,21 +253,28 @@ class DecodeEngine:
                 for (pk, pv), k, v in zip(self._shared, self.k, self.v)]
 
     def remove(self, rows: Sequence[int]) -> list[int]:
-        """Free the slots in `rows`; live rows move down to stay in [0, n). Returns, for each
-        surviving row in its new order, its old index."""
+        """Free the slots in `rows`, keeping live rows in [0, n): each freed slot below the new n
+        takes a surviving row from above it, copied over that row's own columns. Returns, for
+        each surviving row in its new order, its old index."""
+        # Moving only the rows above the new n (not every row past a freed slot, over the longest
+        # row's columns) keeps a removal's cost at the rows removed: a continuous batch removes a
+        # row at every turn's end, and with 64 rows of 4k-token contexts the full shift had taken
+        # 29% of a long-episode eval (RESULTS.md, issue 10).
         gone = set(rows)
-        keep = [i for i in range(self.n_live) if i not in gone]
-        moves = [(new, old) for new, old in enumerate(keep) if new != old]
-        if moves:
-            used = max(self.lens[old] for _, old in moves)
-            dst = torch.tensor([d for d, _ in moves], device=self.device)
-            src = torch.tensor([s for _, s in moves], device=self.device)
+        n = self.n_live
+        m = n - len(gone)
+        holes = [i for i in range(m) if i in gone]
+        movers = [i for i in range(m, n) if i not in gone]
+        order = list(range(m))
+        for h, s in zip(holes, movers, strict=True):
+            used = self.lens[s]
             for k, v in zip(self.k, self.v):
-                k[dst, :, :used] = k[src, :, :used]
-                v[dst, :, :used] = v[src, :, :used]
-        self.lens = [self.lens[i] for i in keep]
-        self.off = [self.off[i] for i in keep]
-        return keep
+                k[h, :, :used] = k[s, :, :used]
+                v[h, :, :used] = v[s, :, :used]
+            order[h] = s
+        self.lens = [self.lens[i] for i in order]
+        self.off = [self.off[i] for i in order]
+        return order
 
     # -- forward ---------------------------------------------------------------------------
     def _rms(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

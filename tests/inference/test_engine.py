@@ -86,6 +86,33 @@ def test_packed_and_plain_linears_sample_as_the_reference(tiny_model, tokenizer,
                   ref, torch.bfloat16)
 
 
+def test_removing_rows_keeps_every_survivor_exact(tiny_model):
+    """Rows of different lengths leave mid-decode (the first, a middle one, the last): each
+    survivor goes on from its own keys and values, wherever its slot moved, as in an engine that
+    only ever held it."""
+    lengths = [9, 23, 4, 17, 30, 12]
+    prompts = [[50 + 3 * r + j for j in range(n)] for r, n in enumerate(lengths)]
+    eng = DecodeEngine(tiny_model)
+    eng.prefill([(p, 0, None, False) for p in prompts])
+    feed = [[7 + r, 11 + r, 13 + r, 17 + r] for r in range(len(prompts))]
+    eng.decode([f[0] for f in feed])
+    order = eng.remove([0, 2, 5])
+    assert sorted(order) == [1, 3, 4] and eng.n_live == 3
+    assert eng.lens == [lengths[i] + 1 for i in order]
+    got = [eng.decode([feed[i][t] for i in order]) for t in (1, 2, 3)]
+    left = [order[j] for j in eng.remove([order.index(4)])]  # the returned order indexes the previous one
+    assert sorted(left) == [1, 3]
+    last = eng.decode([feed[i][3] + 1 for i in left])
+    for j, i in enumerate(order):
+        alone = DecodeEngine(tiny_model)
+        alone.prefill([(prompts[i], 0, None, False)])
+        want = [alone.decode([feed[i][t]]) for t in range(4)]
+        for t in range(3):
+            torch.testing.assert_close(got[t][j : j + 1], want[t + 1], rtol=0, atol=1e-4)
+        if i in left:
+            torch.testing.assert_close(last[left.index(i)][None], alone.decode([feed[i][3] + 1]), rtol=0, atol=1e-4)
+
+
 def test_rows_joining_a_running_batch(tiny_model, tokenizer):
     """Rows submitted while others decode, batches of 10 rows down to 1, keys out of order."""
     prompts = _prompts(tokenizer) * 3  # 15 rows: full batches, then draining to one

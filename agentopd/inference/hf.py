@@ -155,12 +155,28 @@ class Generation(ABC):
         self.params = params
         self.stops = set(policy.stop_token_ids)
         self.pending: list[tuple[int, tuple[int, ...]]] = []
+        self._urgent = 0
+        """How many of `pending` (at its head) were submitted urgent."""
         self.rows: list[_Row] = []
 
-    def submit(self, prompt: Sequence[int], key: int) -> None:
+    def submit(self, prompt: Sequence[int], key: int, urgent: bool = False) -> None:
+        """Queue a prompt. `urgent` ones go ahead of every non-urgent one waiting (first come,
+        first served among themselves): an episode's next turn, whose history the prefix cache
+        holds now, would otherwise wait behind a queue of new episodes until that entry is
+        evicted and then prefill its whole context again."""
         if not prompt:
             raise ValueError("cannot sample from an empty prompt")
-        self.pending.append((key, tuple(prompt)))
+        if urgent:
+            self.pending.insert(self._urgent, (key, tuple(prompt)))
+            self._urgent += 1
+        else:
+            self.pending.append((key, tuple(prompt)))
+
+    def _take(self, n: int) -> list[tuple[int, tuple[int, ...]]]:
+        """The next `n` waiting prompts, urgent ones first."""
+        out, self.pending = self.pending[:n], self.pending[n:]
+        self._urgent = max(0, self._urgent - n)
+        return out
 
     @property
     def busy(self) -> bool:
@@ -171,10 +187,13 @@ class Generation(ABC):
         return len(self.rows)
 
     @abstractmethod
-    def step(self) -> list[tuple[int, Sample]]: ...
+    def step(self, hold: int = 0) -> list[tuple[int, Sample]]:
+        """Advance every live row one token, admitting waiting prompts into free slots first;
+        `hold` free slots are kept from non-urgent prompts (for urgent ones still to come: turns
+        whose episodes' env steps are running)."""
 
     def close(self) -> None:
-        self.rows, self.pending = [], []
+        self.rows, self.pending, self._urgent = [], [], 0
 
     def __enter__(self) -> Generation:
         return self
@@ -203,13 +222,14 @@ class _EngineGeneration(Generation):
         self.shared: tuple[int, ...] | None = None
         """The token ids of the engine's shared prefix (cascade attention), if any."""
 
-    def step(self) -> list[tuple[int, Sample]]:
+    def step(self, hold: int = 0) -> list[tuple[int, Sample]]:
         eng, store = self.engine, self.policy.prefix_cache
         logits = []
         if self.rows:
             logits.append(eng.decode([r.toks[-1] for r in self.rows]))
         room = self.policy.max_batch - len(self.rows)
-        admit, self.pending = self.pending[:room], self.pending[room:]
+        urgent = min(room, self._urgent)
+        admit = self._take(urgent + max(0, min(len(self.pending) - self._urgent, room - urgent - hold)))
         if admit:
             if store is not None and len(admit) > 1:
                 self._share_prefix([p for _, p in admit])
@@ -276,8 +296,8 @@ class _EngineGeneration(Generation):
 class _HFGeneration(Generation):
     """transformers' forward: the waiting prompts run as one batch to the end (no joining)."""
 
-    def step(self) -> list[tuple[int, Sample]]:
-        batch, self.pending = self.pending[: self.policy.max_batch], self.pending[self.policy.max_batch :]
+    def step(self, hold: int = 0) -> list[tuple[int, Sample]]:  # a batch runs to its end: nothing to hold
+        batch = self._take(self.policy.max_batch)
         if not batch:
             return []
         return [(k, s) for (k, _), s in zip(batch, _hf_batch(self.policy, [p for _, p in batch],

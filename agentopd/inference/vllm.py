@@ -264,7 +264,9 @@ class VLLMGeneration:
         self._rows: dict[str, int] = {}  # request id -> row key
         policy._open = True
 
-    def submit(self, prompt: Sequence[int], key: int) -> None:
+    def submit(self, prompt: Sequence[int], key: int, urgent: bool = False) -> None:
+        """Queue a prompt; `urgent` is accepted for the interface and left to vLLM's own
+        scheduler and prefix cache (blocks, not whole histories)."""
         if not prompt:
             raise ValueError("cannot sample from an empty prompt")
         if len(prompt) + self.params.max_new_tokens > self.policy.max_model_len:

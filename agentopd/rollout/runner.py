@@ -16,6 +16,7 @@ round differently). The student, the oracle and an API model all play through he
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, wait
@@ -219,18 +220,25 @@ def _play_continuous(policy, live: list[_Live], cfg: RolloutConfig, on_turn) -> 
     turns = 0
     by_key = {ep.key: i for i, ep in enumerate(live)}
     with policy.open(cfg.sampling) as gen:
+        # an episode's next turn goes ahead of episodes not yet started (its history is in the
+        # prefix cache now), where the generation takes `urgent` (a user's own may not)
+        ahead = {"urgent": True} if "urgent" in inspect.signature(gen.submit).parameters else {}
+        # and a slot a turn frees is kept for that episode while its env steps, not given to a new one
+        holds = "hold" in inspect.signature(gen.step).parameters
         for ep in live:
             if _fits(ep, cfg):
                 gen.submit(ep.conv.token_ids, _key(ep.key, 0))
         while gen.busy or stepping:
             if gen.busy:
-                for key, s in gen.step():
+                for key, s in gen.step(hold=len(stepping)) if holds else gen.step():
                     i = by_key[key >> 20]
                     ep = live[i]
                     expert = ep.env.oracle_action() if ep.overrides_oracle else None  # before the env moves
                     span = ep.conv.add_assistant(s.token_ids, s.logprobs)
                     stepping[ep.env.submit(span[2])] = (i, s, span, expert)
                 done = [f for f in stepping if f.done()]
+                if not done and stepping and not getattr(gen, "live", 1):  # every free slot is held: wait for an env
+                    done = list(wait(stepping, return_when=FIRST_COMPLETED).done)
             else:
                 done = list(wait(stepping, return_when=FIRST_COMPLETED).done)
             for f in done:
@@ -238,7 +246,7 @@ def _play_continuous(policy, live: list[_Live], cfg: RolloutConfig, on_turn) -> 
                 ep = live[i]
                 _record(ep, s, span, f.result(), expert, cfg)
                 if ep.stop is None and _fits(ep, cfg):
-                    gen.submit(ep.conv.token_ids, _key(ep.key, len(ep.turns)))
+                    gen.submit(ep.conv.token_ids, _key(ep.key, len(ep.turns)), **ahead)
                 turns += 1
                 if on_turn is not None:
                     on_turn(turns, sum(e.stop is None for e in live))

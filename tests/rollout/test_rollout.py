@@ -170,3 +170,36 @@ def test_continuous_batching_does_not_wait_for_the_slowest_row(tokenizer):
         firsts[continuous] = order.index(True)  # fast env steps done before the slow one answered
     assert firsts[False] == 3  # lock-step: every turn waits for the slowest env
     assert firsts[True] == 6  # continuous: the fast episodes finished both turns meanwhile
+
+
+def test_an_episodes_next_turn_goes_ahead_of_new_episodes(tiny_model, tokenizer, monkeypatch):
+    """With more episodes than rows, a continuing turn is admitted before episodes not yet
+    started, so its history is still in a small prefix cache: every continuing turn prefills
+    only its new tokens (before, it queued behind the new episodes and, its entry evicted,
+    prefilled its whole context again)."""
+    from agentopd.inference.engine import DecodeEngine
+    from agentopd.inference.hf import HFPolicy
+
+    cfg = RolloutConfig(SamplingParams(max_new_tokens=12, temperature=1.0, seed=2), max_context_tokens=4096)
+    tasks = list(range(16))
+    first = run_episodes(CALC, HFPolicy(tiny_model, tokenizer, engine="engine", max_batch=2), tasks, tasks, cfg)
+    mc = tiny_model.config
+    per_token = 2 * mc.num_hidden_layers * mc.num_key_value_heads * (mc.hidden_size // mc.num_attention_heads) * 4
+    cached: dict[tuple[int, ...], int] = {}
+    prefill = DecodeEngine.prefill
+
+    def spy(self, rows):
+        cached.update((tuple(ids), n) for ids, n, _, _ in rows)
+        return prefill(self, rows)
+
+    monkeypatch.setattr(DecodeEngine, "prefill", spy)
+    pol = HFPolicy(tiny_model, tokenizer, engine="engine", max_batch=2,
+                   prefix_cache_bytes=4 * max(len(e.token_ids) for e in first) * per_token)  # ~4 histories
+    eps = run_episodes(CALC, pol, tasks, tasks, cfg)
+    assert [e.token_ids for e in eps] == [e.token_ids for e in first]  # the schedule changes no draw
+    later = [(cached[tuple(e.token_ids[: t.start])], prev.end - 1)
+             for e in eps for prev, t in zip(e.turns, e.turns[1:])]
+    assert len(later) >= 6
+    # each continuing turn found the previous turn's prompt and reply (all but the reply's
+    # last token, which the row never fed back) in the cache
+    assert all(n >= want for n, want in later), later

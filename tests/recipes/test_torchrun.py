@@ -30,8 +30,10 @@ def _args(tiny_dir, out: Path, steps: int) -> list[str]:
 def _run(cmd: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    # the error lines and the end of stderr: a rank that aborts (SIGABRT) says why only in its own
+    # output (e.g. "terminate called after ..."), which the lines naming an Error leave out
     why = [x for x in (p.stdout + p.stderr).splitlines() if "Error" in x or "error:" in x]
-    assert p.returncode == 0, "\n".join(why[-20:]) or p.stderr[-3000:]
+    assert p.returncode == 0, "\n".join(why[-20:]) + "\n--- stderr, last 4000 characters:\n" + p.stderr[-4000:]
     return p
 
 
